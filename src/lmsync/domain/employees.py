@@ -1,0 +1,226 @@
+"""Employee input: the API/CSV shapes (types only) and the normalization rules applied to them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lmsync.domain.errors import FieldError, ValidationFailed
+from lmsync.domain.normalize import (
+    NormalizationError,
+    clean_text,
+    normalize_country,
+    normalize_email,
+    normalize_language,
+    normalize_name,
+    normalize_phone,
+    normalize_province,
+)
+
+EXCLUDE_LABEL = (
+    "Check this box to exclude this employee from the Learning Management System (LMS) interface"
+)
+
+EmployeeStatus = Literal["active", "terminated"]
+
+# Fields an HR manager edits directly; status and termination change only through
+# terminate/rehire.
+EDITABLE_FIELDS: tuple[str, ...] = (
+    "employee_number",
+    "first_name",
+    "last_name",
+    "language",
+    "work_email",
+    "company_name",
+    "job_title",
+    "home_phone",
+    "cell_phone",
+    "address",
+    "city",
+    "province",
+    "country",
+    "postal_code",
+    "hire_date",
+    "lms_excluded",
+)
+
+# Changes to these mark the employee as due for the LMS (DESIGN §3 plus the exclusion switch).
+LMS_RELEVANT_FIELDS: frozenset[str] = frozenset(EDITABLE_FIELDS) - {"employee_number", "hire_date"}
+
+_TEXT_LIMITS: dict[str, int] = {
+    "company_name": 200,
+    "job_title": 200,
+    "address": 300,
+    "city": 100,
+    "postal_code": 20,
+}
+
+
+class EmployeeFieldsIn(BaseModel):
+    """Types of the editable fields, shared by create and patch (all optional here)."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=1000)
+
+    employee_number: str | None = Field(default=None, examples=["E-1042"])
+    first_name: str | None = Field(default=None, examples=["Zoë"])
+    last_name: str | None = Field(default=None, examples=["Lévesque-Ngô"])
+    language: str | None = Field(default=None, examples=["fr-CA"])
+    work_email: str | None = Field(default=None, examples=["zoe.levesque@example.ca"])
+    company_name: str | None = Field(default=None, examples=["Cangaroo Québec inc."])
+    job_title: str | None = Field(default=None, examples=["Payroll clerk"])
+    home_phone: str | None = Field(default=None, examples=["514 555-0199"])
+    cell_phone: str | None = Field(default=None, examples=["+1 (438) 555-0142"])
+    address: str | None = Field(default=None, examples=["1000 rue Sherbrooke O."])
+    city: str | None = Field(default=None, examples=["Montréal"])
+    province: str | None = Field(default=None, examples=["QC"])
+    country: str | None = Field(default=None, examples=["CA"])
+    postal_code: str | None = Field(default=None, examples=["H3A 3G4"])
+    hire_date: date | None = Field(default=None, examples=["2026-11-02"])
+    lms_excluded: bool | None = Field(
+        default=None,
+        description=EXCLUDE_LABEL + " (true: lmsync never creates, updates or deactivates "
+        "this employee's LMS user).",
+    )
+
+
+class EmployeeCreateIn(EmployeeFieldsIn):
+    """``POST /employees``: the editable fields; number and names are required."""
+
+
+class EmployeePatchIn(EmployeeFieldsIn):
+    """``PATCH /employees/{id}``: only the fields sent change; ``null`` clears an optional one."""
+
+
+class TerminateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    termination_date: date = Field(examples=["2026-11-30"])
+    reason: str | None = Field(default=None, max_length=500, examples=["Resignation"])
+
+
+class RehireIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hire_date: date = Field(examples=["2027-01-04"])
+
+
+@dataclass(frozen=True)
+class EmployeeData:
+    """Validated, normalized editable fields, ready to store."""
+
+    employee_number: str
+    first_name: str
+    last_name: str
+    language: str | None
+    work_email: str | None
+    work_email_key: str | None
+    company_name: str | None
+    job_title: str | None
+    home_phone: str | None
+    home_phone_e164: str | None
+    cell_phone: str | None
+    cell_phone_e164: str | None
+    address: str | None
+    city: str | None
+    province: str | None
+    country: str | None
+    postal_code: str | None
+    hire_date: date
+    lms_excluded: bool
+
+
+def normalize_employee(raw: Mapping[str, Any], *, today: date) -> EmployeeData:
+    """Validate every editable field of ``raw``; raise ``ValidationFailed`` listing all errors.
+
+    ``hire_date`` defaults to ``today`` (the account's local date) when absent.
+    """
+    errors: list[FieldError] = []
+
+    def field(name: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except NormalizationError as exc:
+            errors.append(FieldError(name, exc.message))
+            return None
+
+    def opt(name: str) -> str | None:
+        value = raw.get(name)
+        return value if isinstance(value, str) and value.strip() else None
+
+    number = field(
+        "employee_number", lambda: normalize_name(raw.get("employee_number"), max_length=50)
+    )
+    first = field("first_name", lambda: normalize_name(raw.get("first_name")))
+    last = field("last_name", lambda: normalize_name(raw.get("last_name")))
+    language = field("language", lambda: _maybe(opt("language"), normalize_language))
+    email = field("work_email", lambda: _maybe(opt("work_email"), normalize_email))
+    country = field("country", lambda: _maybe(opt("country"), normalize_country))
+    province = field(
+        "province", lambda: _maybe(opt("province"), lambda v: normalize_province(v, country))
+    )
+    home = field(
+        "home_phone", lambda: _maybe(opt("home_phone"), lambda v: normalize_phone(v, country))
+    )
+    cell = field(
+        "cell_phone", lambda: _maybe(opt("cell_phone"), lambda v: normalize_phone(v, country))
+    )
+    texts = {
+        name: field(name, lambda n=name, m=limit: clean_text(raw.get(n), max_length=m))  # type: ignore[misc]
+        for name, limit in _TEXT_LIMITS.items()
+    }
+    hire_date = raw.get("hire_date") or today
+    if errors:
+        raise ValidationFailed(errors)
+    return EmployeeData(
+        employee_number=number,
+        first_name=first,
+        last_name=last,
+        language=language,
+        work_email=email[0] if email else None,
+        work_email_key=email[1] if email else None,
+        company_name=texts["company_name"],
+        job_title=texts["job_title"],
+        home_phone=home[0] if home else None,
+        home_phone_e164=home[1] if home else None,
+        cell_phone=cell[0] if cell else None,
+        cell_phone_e164=cell[1] if cell else None,
+        address=texts["address"],
+        city=texts["city"],
+        province=province,
+        country=country,
+        postal_code=texts["postal_code"],
+        hire_date=hire_date,
+        lms_excluded=bool(raw.get("lms_excluded") or False),
+    )
+
+
+def _maybe(value: str | None, fn: Callable[[str], Any]) -> Any:
+    return None if value is None else fn(value)
+
+
+def check_termination(hire_date: date, termination_date: date) -> None:
+    if termination_date < hire_date:
+        raise ValidationFailed(
+            [
+                FieldError(
+                    "termination_date",
+                    f"must not be before the hire date ({hire_date.isoformat()})",
+                )
+            ]
+        )
+
+
+def check_rehire(termination_date: date | None, hire_date: date) -> None:
+    if termination_date is not None and hire_date < termination_date:
+        raise ValidationFailed(
+            [
+                FieldError(
+                    "hire_date",
+                    f"must not be before the termination date ({termination_date.isoformat()})",
+                )
+            ]
+        )

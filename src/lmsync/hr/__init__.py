@@ -1,0 +1,1 @@
+"""The HR core: accounts, logins, tokens, employees and their lifecycle (application services)."""

@@ -1,0 +1,173 @@
+"""Accounts (tenants), logins, memberships and API tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lmsync.domain.accounts import AccountCreateIn, AccountPatchIn, Role
+from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from lmsync.domain.normalize import NormalizationError, normalize_email
+from lmsync.hr.principal import Principal
+from lmsync.security import hash_api_token, hash_password, new_api_token
+from lmsync.storage.tables import Account, ApiToken, Employee, Membership, User, utcnow
+
+
+def create_account(session: Session, data: AccountCreateIn) -> Account:
+    account = Account(
+        name=data.name,
+        company_name=data.company_name,
+        default_language=data.default_language,
+        timezone=data.timezone,
+        user_sync_enabled=False,
+    )
+    session.add(account)
+    session.flush()
+    return account
+
+
+def get_account(session: Session, account_id: str) -> Account:
+    account = session.get(Account, account_id)
+    if account is None:
+        raise NotFound("account not found")
+    return account
+
+
+def list_accounts(session: Session, *, limit: int, offset: int) -> tuple[list[Account], int]:
+    total = session.scalar(select(func.count()).select_from(Account)) or 0
+    rows = session.scalars(
+        select(Account).order_by(Account.name, Account.id).limit(limit).offset(offset)
+    )
+    return list(rows), total
+
+
+def update_account(
+    session: Session, principal: Principal, account_id: str, patch: AccountPatchIn
+) -> Account:
+    """Change an account: the platform operator's job (the seed's "contact a product expert")."""
+    principal.require_operator()
+    fields = patch.model_dump(exclude_unset=True)
+    account = get_account(session, account_id)
+    for name, value in fields.items():
+        if value is None:
+            raise ValidationFailed([FieldError(name, "must not be null")])
+        setattr(account, name, value)
+    if fields.get("user_sync_enabled"):
+        # Switching synchronization on makes every employee of the account due for a first pass.
+        now = utcnow()
+        for employee in session.scalars(select(Employee).where(Employee.account_id == account_id)):
+            employee.lms_due_at = employee.lms_due_at or now
+    session.flush()
+    return account
+
+
+def _email_key(email: str) -> tuple[str, str]:
+    try:
+        return normalize_email(email)
+    except NormalizationError as exc:
+        raise ValidationFailed([FieldError("email", exc.message)]) from exc
+
+
+def create_user(
+    session: Session,
+    *,
+    email: str,
+    password: str | None,
+    is_operator: bool = False,
+) -> User:
+    stored, key = _email_key(email)
+    if session.scalar(select(User).where(User.email_key == key)) is not None:
+        raise Conflict(f"a user with email {stored} already exists")
+    if password is not None and len(password) < 8:
+        raise ValidationFailed([FieldError("password", "must be at least 8 characters")])
+    user = User(
+        email=stored,
+        email_key=key,
+        password_hash=hash_password(password) if password else None,
+        is_operator=is_operator,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def find_user(session: Session, email: str) -> User:
+    _, key = _email_key(email)
+    user = session.scalar(select(User).where(User.email_key == key))
+    if user is None:
+        raise NotFound(f"no user with email {email}")
+    return user
+
+
+def set_membership(session: Session, user: User, account: Account, role: Role) -> Membership:
+    membership = session.get(Membership, (user.id, account.id))
+    if membership is None:
+        membership = Membership(user_id=user.id, account_id=account.id, role=role)
+        session.add(membership)
+    else:
+        membership.role = role
+    session.flush()
+    return membership
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    record: ApiToken
+
+
+def create_token(
+    session: Session, user: User, *, account_id: str | None = None, name: str = ""
+) -> IssuedToken:
+    """Issue a token for ``user`` acting in ``account_id`` (their only account when omitted)."""
+    memberships = list(session.scalars(select(Membership).where(Membership.user_id == user.id)))
+    if account_id is None and len(memberships) == 1:
+        account_id = memberships[0].account_id
+    if account_id is None and not user.is_operator:
+        raise ValidationFailed(
+            [FieldError("account", "this user belongs to several accounts or none; name one")]
+        )
+    if account_id is not None and account_id not in {m.account_id for m in memberships}:
+        raise ValidationFailed([FieldError("account", "the user is not a member of this account")])
+    token, digest = new_api_token()
+    record = ApiToken(
+        user_id=user.id, account_id=account_id, name=name, token_hash=digest, prefix=token[:10]
+    )
+    session.add(record)
+    session.flush()
+    return IssuedToken(token=token, record=record)
+
+
+def revoke_token(session: Session, token_id: str, user_id: str) -> None:
+    record = session.get(ApiToken, token_id)
+    if record is None or record.user_id != user_id:
+        raise NotFound("token not found")
+    record.revoked_at = record.revoked_at or utcnow()
+
+
+def principal_for_token(session: Session, token: str) -> Principal | None:
+    """The principal a bearer token stands for, or None when unknown or revoked."""
+    record = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_api_token(token)))
+    if record is None or record.revoked_at is not None:
+        return None
+    user = session.get(User, record.user_id)
+    if user is None:
+        return None
+    role = None
+    if record.account_id is not None:
+        membership = session.get(Membership, (user.id, record.account_id))
+        if membership is None:
+            return None
+        role = membership.role
+    now = utcnow()
+    if record.last_used_at is None or (now - record.last_used_at).total_seconds() > 60:
+        record.last_used_at = now
+    return Principal(
+        user_id=user.id,
+        email=user.email,
+        is_operator=user.is_operator,
+        account_id=record.account_id,
+        role=role,
+    )

@@ -1,0 +1,152 @@
+"""CSV import of employees: valid rows are hired, invalid ones reported by line and field."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from lmsync.domain.employees import EDITABLE_FIELDS, EmployeeCreateIn
+from lmsync.domain.errors import FieldError, ValidationFailed
+from lmsync.hr import employees
+from lmsync.hr.principal import Principal
+
+MAX_BYTES = 20 * 1024 * 1024
+MAX_ROWS = 100_000
+REQUIRED_COLUMNS = ("employee_number", "first_name", "last_name")
+_FRENCH_BOOLEANS = {"oui": "true", "non": "false", "vrai": "true", "faux": "false"}
+
+
+@dataclass(frozen=True)
+class ImportedRow:
+    line: int
+    employee_number: str
+    employee_id: str | None  # None in a dry run
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    line: int
+    employee_number: str | None
+    errors: list[FieldError]
+
+
+@dataclass
+class ImportReport:
+    dry_run: bool
+    imported: list[ImportedRow] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+
+def _file_error(message: str) -> ValidationFailed:
+    return ValidationFailed([FieldError("file", message)])
+
+
+def parse_csv(content: bytes) -> list[tuple[int, dict[str, str]]]:
+    """Rows as (line, {column: value}); an unreadable file raises ``ValidationFailed``."""
+    if len(content) > MAX_BYTES:
+        raise _file_error(f"file is larger than {MAX_BYTES // (1024 * 1024)} MB")
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _file_error(f"file is not UTF-8 text (byte {exc.start})") from exc
+    if not text.strip():
+        raise _file_error("file is empty; the first line must name the columns")
+    first_line = text.splitlines()[0]
+    delimiter = max(",;\t", key=first_line.count)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = [name.strip() for name in next(reader)]
+        unknown = [name for name in header if name not in EDITABLE_FIELDS]
+        if unknown:
+            raise _file_error(
+                "unknown columns: "
+                + ", ".join(unknown)
+                + "; columns are: "
+                + ", ".join(EDITABLE_FIELDS)
+            )
+        missing = [name for name in REQUIRED_COLUMNS if name not in header]
+        if missing:
+            raise _file_error("missing required columns: " + ", ".join(missing))
+        if len(set(header)) != len(header):
+            raise _file_error("a column is named twice in the header")
+        rows: list[tuple[int, dict[str, str]]] = []
+        for values in reader:
+            if not any(v.strip() for v in values):
+                continue
+            if len(rows) >= MAX_ROWS:
+                raise _file_error(f"file has more than {MAX_ROWS} rows; split it")
+            line = reader.line_num
+            if len(values) != len(header):
+                rows.append(
+                    (line, {"__width__": f"{len(values)} values for {len(header)} columns"})
+                )
+                continue
+            rows.append((line, dict(zip(header, values, strict=True))))
+    except csv.Error as exc:
+        raise _file_error(f"line {reader.line_num}: {exc}") from exc
+    return rows
+
+
+def _row_input(values: dict[str, str]) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for name, value in values.items():
+        value = value.strip()
+        if not value:
+            continue
+        if name == "lms_excluded":
+            value = _FRENCH_BOOLEANS.get(value.casefold(), value)
+        raw[name] = value
+    return EmployeeCreateIn.model_validate(raw).model_dump(exclude_none=True)
+
+
+def pydantic_field_errors(exc: ValidationError) -> list[FieldError]:
+    out = []
+    for err in exc.errors():
+        name = ".".join(str(part) for part in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        out.append(FieldError(name, message))
+    return out
+
+
+def import_employees(
+    session: Session,
+    principal: Principal | None,
+    account_id: str,
+    content: bytes,
+    *,
+    dry_run: bool,
+) -> ImportReport:
+    """Hire every valid row (each in a savepoint); report the others. A dry run writes nothing."""
+    rows = parse_csv(content)
+    report = ImportReport(dry_run=dry_run)
+    account = employees._account(session, account_id)
+    seen: set[str] = set()
+    for line, values in rows:
+        number = values.get("employee_number", "").strip() or None
+        if "__width__" in values:
+            report.rejected.append(RejectedRow(line, None, [FieldError("", values["__width__"])]))
+            continue
+        try:
+            raw = _row_input(values)
+            if dry_run:
+                data = employees.validate_new(session, account, raw)
+                if data.employee_number in seen:
+                    raise ValidationFailed(
+                        [FieldError("employee_number", "appears twice in this file")]
+                    )
+                seen.add(data.employee_number)
+                report.imported.append(ImportedRow(line, data.employee_number, None))
+            else:
+                with session.begin_nested():
+                    employee = employees.hire(session, principal, account_id, raw)
+                report.imported.append(ImportedRow(line, employee.employee_number, employee.id))
+        except ValidationError as exc:
+            report.rejected.append(RejectedRow(line, number, pydantic_field_errors(exc)))
+        except ValidationFailed as exc:
+            report.rejected.append(RejectedRow(line, number, exc.errors))
+    return report

@@ -1,0 +1,285 @@
+"""Employee lifecycle: hire, update (incl. exclusion), terminate, rehire; one transaction each.
+
+Every change that matters to the LMS sets ``lms_due_at`` in the same transaction, so the sync
+engine can never miss it (DESIGN §2: level-triggered, the change only marks the employee as due).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from lmsync.domain.employees import (
+    EDITABLE_FIELDS,
+    LMS_RELEVANT_FIELDS,
+    EmployeeData,
+    RehireIn,
+    TerminateIn,
+    check_rehire,
+    check_termination,
+    normalize_employee,
+)
+from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from lmsync.domain.normalize import NormalizationError, clean_text
+from lmsync.hr.principal import Principal
+from lmsync.storage.tables import Account, Employee, EmployeeEvent, utcnow
+
+NUMBER_TAKEN = "already used by another employee of this account"
+
+
+def account_today(account: Account) -> date:
+    return datetime.now(ZoneInfo(account.timezone)).date()
+
+
+def _account(session: Session, account_id: str) -> Account:
+    account = session.get(Account, account_id)
+    if account is None:
+        raise NotFound("account not found")
+    return account
+
+
+def _record(
+    session: Session,
+    employee: Employee,
+    principal: Principal | None,
+    kind: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        EmployeeEvent(
+            account_id=employee.account_id,
+            employee_id=employee.id,
+            kind=kind,
+            actor_user_id=principal.user_id if principal else None,
+            details=details or {},
+        )
+    )
+
+
+def _number_taken(session: Session, account_id: str, number: str, except_id: str | None) -> bool:
+    query = select(Employee.id).where(
+        Employee.account_id == account_id, Employee.employee_number == number
+    )
+    if except_id is not None:
+        query = query.where(Employee.id != except_id)
+    return session.scalar(query) is not None
+
+
+def _flush_unique(session: Session) -> None:
+    """Flush, turning a lost race on the employee number into the same field error."""
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise ValidationFailed([FieldError("employee_number", NUMBER_TAKEN)]) from exc
+
+
+def validate_new(session: Session, account: Account, raw: Mapping[str, Any]) -> EmployeeData:
+    """Check a would-be hire without writing (used by hire and by CSV dry runs)."""
+    data = normalize_employee(raw, today=account_today(account))
+    if _number_taken(session, account.id, data.employee_number, None):
+        raise ValidationFailed([FieldError("employee_number", NUMBER_TAKEN)])
+    return data
+
+
+def hire(
+    session: Session, principal: Principal | None, account_id: str, raw: Mapping[str, Any]
+) -> Employee:
+    """Create an employee (active). Due for the LMS unless excluded."""
+    account = _account(session, account_id)
+    data = validate_new(session, account, raw)
+    now = utcnow()
+    employee = Employee(
+        account_id=account.id,
+        status="active",
+        created_at=now,
+        updated_at=now,
+        lms_due_at=None if data.lms_excluded else now,
+        **asdict(data),
+    )
+    session.add(employee)
+    _flush_unique(session)
+    _record(session, employee, principal, "hired", {"lms_excluded": data.lms_excluded})
+    return employee
+
+
+def get_employee(session: Session, account_id: str, employee_id: str) -> Employee:
+    employee = session.get(Employee, employee_id)
+    if employee is None or employee.account_id != account_id:
+        raise NotFound("employee not found")
+    return employee
+
+
+def _current_raw(employee: Employee) -> dict[str, Any]:
+    return {name: getattr(employee, name) for name in EDITABLE_FIELDS}
+
+
+def update(
+    session: Session,
+    principal: Principal | None,
+    account_id: str,
+    employee_id: str,
+    patch: Mapping[str, Any],
+) -> tuple[Employee, set[str]]:
+    """Apply the fields present in ``patch``; returns the employee and the names that changed."""
+    employee = get_employee(session, account_id, employee_id)
+    account = _account(session, account_id)
+    nulls = [
+        FieldError(name, "must not be null")
+        for name in ("hire_date", "lms_excluded")
+        if name in patch and patch[name] is None
+    ]
+    if nulls:
+        raise ValidationFailed(nulls)
+    merged = _current_raw(employee) | dict(patch)
+    data = normalize_employee(merged, today=account_today(account))
+    if employee.termination_date is not None:
+        check_termination(data.hire_date, employee.termination_date)
+    if data.employee_number != employee.employee_number and _number_taken(
+        session, account_id, data.employee_number, employee.id
+    ):
+        raise ValidationFailed([FieldError("employee_number", NUMBER_TAKEN)])
+    changed = {name for name, value in asdict(data).items() if getattr(employee, name) != value}
+    if not changed:
+        return employee, changed
+    for name in changed:
+        setattr(employee, name, getattr(data, name))
+    now = utcnow()
+    employee.updated_at = now
+    if changed & LMS_RELEVANT_FIELDS or "work_email_key" in changed:
+        employee.lms_due_at = now
+    _flush_unique(session)
+    public = sorted(changed - {"work_email_key", "home_phone_e164", "cell_phone_e164"})
+    if "lms_excluded" in changed:
+        _record(session, employee, principal, "excluded" if data.lms_excluded else "included")
+    if public != ["lms_excluded"]:
+        _record(
+            session,
+            employee,
+            principal,
+            "updated",
+            {"fields": [f for f in public if f != "lms_excluded"]},
+        )
+    return employee, changed
+
+
+def terminate(
+    session: Session,
+    principal: Principal | None,
+    account_id: str,
+    employee_id: str,
+    data: TerminateIn,
+) -> Employee:
+    """End the employment now; the LMS user is due for deactivation at once."""
+    employee = get_employee(session, account_id, employee_id)
+    if employee.status == "terminated":
+        assert employee.termination_date is not None
+        raise Conflict(
+            f"employee is already terminated (since {employee.termination_date.isoformat()})"
+        )
+    check_termination(employee.hire_date, data.termination_date)
+    try:
+        reason = clean_text(data.reason, max_length=500)
+    except NormalizationError as exc:
+        raise ValidationFailed([FieldError("reason", exc.message)]) from exc
+    now = utcnow()
+    employee.status = "terminated"
+    employee.termination_date = data.termination_date
+    employee.termination_reason = reason
+    employee.updated_at = now
+    employee.lms_due_at = now
+    session.flush()
+    _record(
+        session,
+        employee,
+        principal,
+        "terminated",
+        {"termination_date": data.termination_date.isoformat(), "reason": reason},
+    )
+    return employee
+
+
+def rehire(
+    session: Session,
+    principal: Principal | None,
+    account_id: str,
+    employee_id: str,
+    data: RehireIn,
+) -> Employee:
+    """Make a terminated employee active again from ``hire_date``; due for reactivation."""
+    employee = get_employee(session, account_id, employee_id)
+    if employee.status != "terminated":
+        raise Conflict("employee is active; only a terminated employee can be rehired")
+    check_rehire(employee.termination_date, data.hire_date)
+    previous = employee.termination_date
+    now = utcnow()
+    employee.status = "active"
+    employee.hire_date = data.hire_date
+    employee.termination_date = None
+    employee.termination_reason = None
+    employee.updated_at = now
+    employee.lms_due_at = now
+    session.flush()
+    _record(
+        session,
+        employee,
+        principal,
+        "rehired",
+        {
+            "hire_date": data.hire_date.isoformat(),
+            "previous_termination_date": previous.isoformat() if previous else None,
+        },
+    )
+    return employee
+
+
+@dataclass(frozen=True)
+class EmployeeFilter:
+    status: str | None = None
+    excluded: bool | None = None
+    text: str | None = None
+
+
+def list_employees(
+    session: Session, account_id: str, filters: EmployeeFilter, *, limit: int, offset: int
+) -> tuple[list[Employee], int]:
+    query = select(Employee).where(Employee.account_id == account_id)
+    if filters.status is not None:
+        query = query.where(Employee.status == filters.status)
+    if filters.excluded is not None:
+        query = query.where(Employee.lms_excluded.is_(filters.excluded))
+    if filters.text:
+        pattern = "%" + filters.text.strip().replace("%", r"\%").replace("_", r"\_") + "%"
+        query = query.where(
+            or_(
+                Employee.first_name.ilike(pattern, escape="\\"),
+                Employee.last_name.ilike(pattern, escape="\\"),
+                Employee.work_email.ilike(pattern, escape="\\"),
+                Employee.employee_number.ilike(pattern, escape="\\"),
+            )
+        )
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(Employee.last_name, Employee.first_name, Employee.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows), total
+
+
+def list_events(session: Session, account_id: str, employee_id: str) -> list[EmployeeEvent]:
+    get_employee(session, account_id, employee_id)
+    return list(
+        session.scalars(
+            select(EmployeeEvent)
+            .where(EmployeeEvent.employee_id == employee_id)
+            .order_by(EmployeeEvent.at, EmployeeEvent.id)
+        )
+    )

@@ -1,0 +1,23 @@
+"""Alembic environment: migrations run on the engine handed over by ``lmsync.storage.migrate``."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Engine
+
+from lmsync.storage.tables import Base
+
+engine = context.config.attributes.get("engine")
+if not isinstance(engine, Engine):  # pragma: no cover - only reached through the alembic CLI
+    raise RuntimeError("run migrations with `lmsync db upgrade`")
+
+with engine.connect() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()

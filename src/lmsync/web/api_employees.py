@@ -1,0 +1,182 @@
+"""``/api/v1/employees``: hire, read, edit, exclude, terminate, rehire and import employees."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from sqlalchemy.orm import Session
+
+from lmsync.domain.employees import EmployeeCreateIn, EmployeePatchIn, RehireIn, TerminateIn
+from lmsync.hr import csv_import, employees
+from lmsync.web.deps import Caller, Paging, State, next_link
+from lmsync.web.idempotency import IdempotencyKey, fingerprint, run_once
+from lmsync.web.problems import PROBLEM_RESPONSES
+from lmsync.web.schemas import (
+    EmployeeEventOut,
+    EmployeeOut,
+    FieldMessageOut,
+    ImportedRowOut,
+    ImportReportOut,
+    Paged,
+    RejectedRowOut,
+)
+
+router = APIRouter(prefix="/api/v1/employees", tags=["employees"], responses=PROBLEM_RESPONSES)
+
+
+@router.post("", status_code=201, response_model=EmployeeOut, summary="Hire an employee")
+def hire_employee(
+    body: EmployeeCreateIn,
+    state: State,
+    caller: Caller,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Create an active employee. Unless `lms_excluded` is true, the employee becomes due for the
+    LMS in the same transaction."""
+    account_id = caller.writable_account()
+
+    def action(session: Session) -> tuple[int, str]:
+        employee = employees.hire(session, caller, account_id, body.model_dump(exclude_none=True))
+        return 201, EmployeeOut.model_validate(employee).model_dump_json()
+
+    print_ = fingerprint(request.url.path, body.model_dump_json())
+    return run_once(state, caller, idempotency_key, print_, action)
+
+
+@router.get("", response_model=Paged[EmployeeOut], summary="List employees")
+def list_employees(
+    state: State,
+    caller: Caller,
+    page: Paging,
+    request: Request,
+    status: Annotated[Literal["active", "terminated"] | None, Query()] = None,
+    excluded: Annotated[bool | None, Query(description="Only excluded (true) or included.")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Text in name, email or number.")
+    ] = None,
+) -> Paged[EmployeeOut]:
+    account_id = caller.account()
+    filters = employees.EmployeeFilter(status=status, excluded=excluded, text=q)
+    with state.uow() as session:
+        rows, total = employees.list_employees(
+            session, account_id, filters, limit=page.limit, offset=page.offset
+        )
+        items = [EmployeeOut.model_validate(e) for e in rows]
+    return Paged[EmployeeOut](
+        items=items,
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+        next=next_link(request, page, total),
+    )
+
+
+@router.post(
+    "/import",
+    response_model=ImportReportOut,
+    summary="Import employees from CSV",
+    description="A CSV file whose header names the JSON fields (`employee_number`, `first_name`, "
+    "`last_name` required; comma, semicolon or tab separated; UTF-8). Valid rows are hired, "
+    "invalid rows are reported with their line number and field messages. With `dry_run=true` "
+    "nothing is written.",
+)
+async def import_employees(
+    state: State,
+    caller: Caller,
+    request: Request,
+    file: Annotated[UploadFile, File(description="The CSV file.")],
+    dry_run: Annotated[bool, Query()] = False,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    account_id = caller.writable_account()
+    content = await file.read(csv_import.MAX_BYTES + 1)
+
+    def action(session: Session) -> tuple[int, str]:
+        report = csv_import.import_employees(session, caller, account_id, content, dry_run=dry_run)
+        out = ImportReportOut(
+            dry_run=report.dry_run,
+            imported_count=len(report.imported),
+            rejected_count=len(report.rejected),
+            imported=[
+                ImportedRowOut(
+                    line=r.line, employee_number=r.employee_number, employee_id=r.employee_id
+                )
+                for r in report.imported
+            ],
+            rejected=[
+                RejectedRowOut(
+                    line=r.line,
+                    employee_number=r.employee_number,
+                    errors=FieldMessageOut.of(r.errors),
+                )
+                for r in report.rejected
+            ],
+        )
+        return 200, out.model_dump_json()
+
+    key = None if dry_run else idempotency_key
+    return run_once(
+        state, caller, key, fingerprint(request.url.path, str(dry_run), content), action
+    )
+
+
+@router.get("/{employee_id}", response_model=EmployeeOut, summary="Read an employee")
+def get_employee(employee_id: str, state: State, caller: Caller) -> EmployeeOut:
+    with state.uow() as session:
+        return EmployeeOut.model_validate(
+            employees.get_employee(session, caller.account(), employee_id)
+        )
+
+
+@router.patch(
+    "/{employee_id}",
+    response_model=EmployeeOut,
+    summary="Edit an employee (incl. excluding from or including in the LMS)",
+)
+def patch_employee(
+    employee_id: str, body: EmployeePatchIn, state: State, caller: Caller
+) -> EmployeeOut:
+    account_id = caller.writable_account()
+    with state.uow() as session:
+        employee, _ = employees.update(
+            session, caller, account_id, employee_id, body.model_dump(exclude_unset=True)
+        )
+        return EmployeeOut.model_validate(employee)
+
+
+@router.post(
+    "/{employee_id}/terminate", response_model=EmployeeOut, summary="Terminate an employee"
+)
+def terminate_employee(
+    employee_id: str, body: TerminateIn, state: State, caller: Caller
+) -> EmployeeOut:
+    """The employee's LMS user becomes due for deactivation at once."""
+    account_id = caller.writable_account()
+    with state.uow() as session:
+        return EmployeeOut.model_validate(
+            employees.terminate(session, caller, account_id, employee_id, body)
+        )
+
+
+@router.post("/{employee_id}/rehire", response_model=EmployeeOut, summary="Rehire an employee")
+def rehire_employee(employee_id: str, body: RehireIn, state: State, caller: Caller) -> EmployeeOut:
+    account_id = caller.writable_account()
+    with state.uow() as session:
+        return EmployeeOut.model_validate(
+            employees.rehire(session, caller, account_id, employee_id, body)
+        )
+
+
+@router.get(
+    "/{employee_id}/events",
+    response_model=list[EmployeeEventOut],
+    summary="The employee's history (hired, updated, excluded, terminated, rehired)",
+)
+def employee_events(employee_id: str, state: State, caller: Caller) -> list[EmployeeEventOut]:
+    with state.uow() as session:
+        return [
+            EmployeeEventOut.model_validate(e)
+            for e in employees.list_events(session, caller.account(), employee_id)
+        ]

@@ -1,0 +1,65 @@
+"""The ASGI application: wiring of settings, database, routers, error handlers and request logs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from sqlalchemy import text
+
+import lmsync
+from lmsync.security import SecretBox
+from lmsync.settings import Settings
+from lmsync.storage import migrate
+from lmsync.storage.database import make_engine, make_session_factory
+from lmsync.web import api_accounts, api_employees, problems
+from lmsync.web.deps import AppState, State
+
+log = structlog.get_logger("lmsync.web")
+
+
+def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False) -> FastAPI:
+    settings = settings or Settings()
+    engine = make_engine(settings.resolved_database_url())
+    if upgrade_schema:
+        migrate.upgrade(engine)
+    app = FastAPI(
+        title="lmsync",
+        version=lmsync.__version__,
+        summary="Keeps an LMS's users in step with the HR system's employees.",
+        description="All `/api/v1` endpoints take `Authorization: Bearer <token>` and act in the "
+        "token's account. Errors are RFC 9457 problem details (`application/problem+json`).",
+    )
+    app.state.lmsync = AppState(
+        settings=settings,
+        sessions=make_session_factory(engine),
+        secrets=SecretBox.from_settings(settings.secret_key, settings.data_dir),
+    )
+    problems.install(app)
+    app.include_router(api_employees.router)
+    app.include_router(api_accounts.router)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness and database reachability")
+    def healthz(state: State) -> dict[str, str]:
+        with state.uow() as session:
+            session.execute(text("SELECT 1"))
+        return {"status": "ok", "database": "ok"}
+
+    @app.middleware("http")
+    async def access_log(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        log.info(
+            "request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return response
+
+    return app

@@ -1,0 +1,80 @@
+"""What every request needs: the database, the calling principal, paging parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from lmsync.hr.accounts import principal_for_token
+from lmsync.hr.principal import Principal
+from lmsync.security import SecretBox
+from lmsync.settings import Settings
+from lmsync.storage.database import transaction
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    secrets: SecretBox
+
+    @contextmanager
+    def uow(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends normally, rolled back otherwise."""
+        with transaction(self.sessions) as session:
+            yield session
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.lmsync
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `lmsync token create`.")
+
+
+def get_principal(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(401, "a bearer token is required", headers=challenge)
+    with state.uow() as session:
+        principal = principal_for_token(session, credentials.credentials)
+    if principal is None:
+        raise HTTPException(401, "the token is unknown or revoked", headers=challenge)
+    return principal
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    offset: int
+
+
+def get_page(
+    limit: Annotated[int, Query(ge=1, le=200, description="Items per page (max 200).")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+) -> Page:
+    return Page(limit=limit, offset=offset)
+
+
+Paging = Annotated[Page, Depends(get_page)]
+
+
+def next_link(request: Request, page: Page, total: int) -> str | None:
+    if page.offset + page.limit >= total:
+        return None
+    return str(request.url.include_query_params(offset=page.offset + page.limit, limit=page.limit))

@@ -1,0 +1,132 @@
+"""RFC 9457 problem details: every error the API returns, and the handlers that produce them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lmsync.domain.errors import (
+    Conflict,
+    DomainError,
+    FieldError,
+    Forbidden,
+    NotFound,
+    ValidationFailed,
+)
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger("lmsync.web")
+
+
+class FieldMessage(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """An error response (RFC 9457); ``errors`` lists field-level messages for validation errors."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldMessage] = []
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text}
+    for code, text in {
+        400: "Malformed request",
+        401: "Missing or invalid bearer token",
+        403: "The token's role does not allow this",
+        404: "Not found (or in another account)",
+        409: "Conflicts with the current state",
+        422: "Invalid fields, listed in `errors`",
+    }.items()
+}
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    500: "Internal error",
+}
+
+
+def problem(
+    status: int,
+    detail: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=f"/problems/{status}",
+        title=_TITLES.get(status, "Error"),
+        status=status,
+        detail=detail,
+        errors=[FieldMessage(field=e.field, message=e.message) for e in errors or []],
+    )
+    return JSONResponse(
+        body.model_dump(), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def request_field_errors(exc: RequestValidationError) -> tuple[int, list[FieldError]]:
+    """FastAPI's validation errors as field messages; a body that is not JSON is a 400."""
+    status = 422
+    errors: list[FieldError] = []
+    for err in exc.errors():
+        loc = [str(part) for part in err.get("loc", ())]
+        if err.get("type") == "json_invalid":
+            status = 400
+            errors.append(FieldError("body", "malformed JSON: " + str(err.get("msg", ""))))
+            continue
+        if loc and loc[0] in {"body", "query", "path", "header"}:
+            loc = loc[1:]
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            message = "unknown field"
+        errors.append(FieldError(".".join(loc), message))
+    return status, errors
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, errors = request_field_errors(exc)
+        detail = "malformed JSON" if status == 400 else "some fields are invalid"
+        return problem(status, detail, errors)
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        if isinstance(exc, ValidationFailed):
+            return problem(422, "some fields are invalid", exc.errors)
+        if isinstance(exc, NotFound):
+            return problem(404, exc.message)
+        if isinstance(exc, Forbidden):
+            return problem(403, exc.message)
+        if isinstance(exc, Conflict):
+            return problem(409, exc.message)
+        return problem(400, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
+        return problem(500, "an unexpected error occurred; it has been logged")
