@@ -168,6 +168,10 @@ def normalize_employee(raw: Mapping[str, Any], *, today: date) -> EmployeeData:
     cell = field(
         "cell_phone", lambda: _maybe(opt("cell_phone"), lambda v: normalize_phone(v, country))
     )
+    address = raw.get("address")
+    if isinstance(address, str):
+        # A multi-line address (a CSV cell, a textarea) is kept as one line.
+        raw = {**raw, "address": ", ".join(p.strip() for p in address.splitlines() if p.strip())}
     texts = {
         name: field(name, lambda n=name, m=limit: clean_text(raw.get(n), max_length=m))  # type: ignore[misc]
         for name, limit in _TEXT_LIMITS.items()
