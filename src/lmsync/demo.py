@@ -20,7 +20,7 @@ from lmsync.storage.database import make_engine, make_session_factory, transacti
 from lmsync.storage.tables import Account, Employee, User
 
 DEMO_ACCOUNT = "lmsync demo"
-MANAGER = "hr.manager@demo.lmsync.test"
+MANAGER = "hr.manager@demo.example"
 
 _PEOPLE: list[dict[str, object]] = [
     {"first_name": "Zoë", "last_name": "Lévesque-Ngô", "language": "fr-CA", "province": "Québec"},
@@ -61,7 +61,7 @@ def _seed(session: Session) -> Account:
                     **person,
                     "employee_number": f"E-{n:04d}",
                     # one employee without a work email, one excluded: both kept out of the LMS
-                    "work_email": None if n == 4 else f"{first}.{n}@demo.lmsync.test",
+                    "work_email": None if n == 4 else f"{first}.{n}@demo.example",
                     "lms_excluded": n == 5,
                     "country": "Canada",
                     "cell_phone": f"514 555-01{n:02d}",

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from lmsync.security import hash_api_token
 from lmsync.storage.tables import ApiToken, Employee
-from tests.api.test_employees_api import hire
+from tests.api.test_employees_api import clear_due, hire
 from tests.conftest import World
 
 API = "/api/v1/accounts"
@@ -59,8 +59,7 @@ def test_enabling_user_sync_marks_every_employee_due(
     client: TestClient, world: World, engine: Engine
 ) -> None:
     first = hire(client, world.mhr_a)
-    with Session(engine) as s, s.begin():
-        s.get_one(Employee, first["id"]).lms_due_at = None
+    clear_due(engine, first["id"])
     response = client.patch(
         f"{API}/{world.account_a}",
         json={"user_sync_enabled": True},

@@ -44,6 +44,12 @@ def hire(client: TestClient, token: str, **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def clear_due(engine: Engine, employee_id: str) -> None:
+    """As if the sync engine had acted on the employee."""
+    with Session(engine) as s, s.begin():
+        s.get_one(Employee, employee_id).lms_due_at = None
+
+
 def count_employees(engine: Engine) -> int:
     with Session(engine) as s:
         return s.scalar(select(func.count()).select_from(Employee)) or 0
@@ -149,8 +155,7 @@ def test_patch_changes_only_sent_fields_and_marks_due(
     client: TestClient, world: World, engine: Engine
 ) -> None:
     body = hire(client, world.mhr_a)
-    with Session(engine) as s, s.begin():
-        s.get_one(Employee, body["id"]).lms_due_at = None  # as if the engine had synced it
+    clear_due(engine, body["id"])
     response = client.patch(
         f"{API}/{body['id']}",
         json={"job_title": "Payroll lead", "province": "ON", "country": "Canada"},
@@ -171,8 +176,7 @@ def test_patch_without_change_writes_nothing(
     client: TestClient, world: World, engine: Engine
 ) -> None:
     body = hire(client, world.mhr_a)
-    with Session(engine) as s, s.begin():
-        s.get_one(Employee, body["id"]).lms_due_at = None
+    clear_due(engine, body["id"])
     response = client.patch(
         f"{API}/{body['id']}", json={"country": "CA"}, headers=World.auth(world.mhr_a)
     )
@@ -212,8 +216,7 @@ def test_patch_cannot_change_status_or_null_required(client: TestClient, world: 
 def test_exclude_then_include(client: TestClient, world: World, engine: Engine) -> None:
     body = hire(client, world.mhr_a)
     auth = World.auth(world.mhr_a)
-    with Session(engine) as s, s.begin():
-        s.get_one(Employee, body["id"]).lms_due_at = None
+    clear_due(engine, body["id"])
     out = client.patch(f"{API}/{body['id']}", json={"lms_excluded": True}, headers=auth).json()
     assert out["lms_excluded"] is True
     assert out["lms_due_at"] is not None
@@ -229,8 +232,7 @@ def test_terminate_and_rehire(client: TestClient, world: World, engine: Engine) 
     body = hire(client, world.mhr_a)
     auth = World.auth(world.mhr_a)
     url = f"{API}/{body['id']}"
-    with Session(engine) as s, s.begin():
-        s.get_one(Employee, body["id"]).lms_due_at = None
+    clear_due(engine, body["id"])
     out = client.post(
         f"{url}/terminate",
         json={"termination_date": "2026-11-20", "reason": " Resignation "},

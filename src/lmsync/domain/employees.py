@@ -172,10 +172,12 @@ def normalize_employee(raw: Mapping[str, Any], *, today: date) -> EmployeeData:
     if isinstance(address, str):
         # A multi-line address (a CSV cell, a textarea) is kept as one line.
         raw = {**raw, "address": ", ".join(p.strip() for p in address.splitlines() if p.strip())}
-    texts = {
-        name: field(name, lambda n=name, m=limit: clean_text(raw.get(n), max_length=m))  # type: ignore[misc]
-        for name, limit in _TEXT_LIMITS.items()
-    }
+    texts: dict[str, str | None] = {}
+    for name, limit in _TEXT_LIMITS.items():
+        try:
+            texts[name] = clean_text(raw.get(name), max_length=limit)
+        except NormalizationError as exc:
+            errors.append(FieldError(name, exc.message))
     hire_date = raw.get("hire_date") or today
     if errors:
         raise ValidationFailed(errors)

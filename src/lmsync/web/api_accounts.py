@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from lmsync.domain.accounts import AccountCreateIn, AccountPatchIn
 from lmsync.domain.errors import NotFound
 from lmsync.hr import accounts
-from lmsync.web.deps import Caller, Paging, State, next_link
+from lmsync.web.deps import Caller, Paging, State, paged
 from lmsync.web.idempotency import IdempotencyKey, fingerprint, run_once
 from lmsync.web.problems import PROBLEM_RESPONSES
 from lmsync.web.schemas import AccountOut, MeOut, Paged
@@ -60,13 +60,7 @@ def list_accounts(
     with state.uow() as session:
         rows, total = accounts.list_accounts(session, limit=page.limit, offset=page.offset)
         items = [AccountOut.model_validate(a) for a in rows]
-    return Paged[AccountOut](
-        items=items,
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=next_link(request, page, total),
-    )
+    return paged(request, page, items, total)
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut, summary="Read an account")

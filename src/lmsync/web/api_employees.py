@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from lmsync.domain.employees import EmployeeCreateIn, EmployeePatchIn, RehireIn, TerminateIn
 from lmsync.hr import csv_import, employees
-from lmsync.web.deps import Caller, Paging, State, next_link
+from lmsync.web.deps import Caller, Paging, State, paged
 from lmsync.web.idempotency import IdempotencyKey, fingerprint, run_once
 from lmsync.web.problems import PROBLEM_RESPONSES
 from lmsync.web.schemas import (
@@ -64,13 +64,7 @@ def list_employees(
             session, account_id, filters, limit=page.limit, offset=page.offset
         )
         items = [EmployeeOut.model_validate(e) for e in rows]
-    return Paged[EmployeeOut](
-        items=items,
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=next_link(request, page, total),
-    )
+    return paged(request, page, items, total)
 
 
 @router.post(

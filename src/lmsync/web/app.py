@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Request, Response
@@ -25,7 +26,14 @@ def create_app(settings: Settings | None = None, *, upgrade_schema: bool = False
     engine = make_engine(settings.resolved_database_url())
     if upgrade_schema:
         migrate.upgrade(engine)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="lmsync",
         version=lmsync.__version__,
         summary="Keeps an LMS's users in step with the HR system's employees.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -16,6 +16,9 @@ from lmsync.hr.principal import Principal
 from lmsync.security import SecretBox
 from lmsync.settings import Settings
 from lmsync.storage.database import transaction
+from lmsync.web.schemas import Paged
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -74,7 +77,11 @@ def get_page(
 Paging = Annotated[Page, Depends(get_page)]
 
 
-def next_link(request: Request, page: Page, total: int) -> str | None:
-    if page.offset + page.limit >= total:
-        return None
-    return str(request.url.include_query_params(offset=page.offset + page.limit, limit=page.limit))
+def paged(request: Request, page: Page, items: list[T], total: int) -> Paged[T]:
+    """One page of a list, with the link to the next page (null on the last one)."""
+    following = None
+    if page.offset + page.limit < total:
+        following = str(
+            request.url.include_query_params(offset=page.offset + page.limit, limit=page.limit)
+        )
+    return Paged[T](items=items, total=total, limit=page.limit, offset=page.offset, next=following)

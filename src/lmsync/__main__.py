@@ -1,0 +1,5 @@
+"""``python -m lmsync`` runs the command line."""
+
+from lmsync.cli import main
+
+main()
