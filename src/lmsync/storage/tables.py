@@ -191,3 +191,120 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LmsInterface(Base):
+    """An account's LMS interface: the connector's configuration and the three switches."""
+
+    __tablename__ = "lms_interfaces"
+
+    account_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    connector: Mapped[str] = mapped_column(String(32), default="scim")
+    base_url: Mapped[str] = mapped_column(String(500), default="")
+    auth_type: Mapped[str] = mapped_column(String(16), default="bearer")
+    auth_header: Mapped[str] = mapped_column(String(100), default="X-API-Key")
+    username: Mapped[str | None] = mapped_column(String(200))
+    secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    portal_id: Mapped[str | None] = mapped_column(String(200))
+    hourly_transfer: Mapped[bool] = mapped_column(Boolean, default=True)
+    sync_users: Mapped[bool] = mapped_column(Boolean, default=True)
+    deactivate_terminated: Mapped[bool] = mapped_column(Boolean, default=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    guard_percent: Mapped[int] = mapped_column(Integer, default=10)
+    guard_minimum: Mapped[int] = mapped_column(Integer, default=20)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    minute_of_hour: Mapped[int] = mapped_column(Integer, default=0)
+    last_full_pass_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lock_owner: Mapped[str | None] = mapped_column(String(64))
+    lock_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class LmsLink(Base):
+    """Employee ↔ LMS user, recorded once; the values lmsync last wrote, for diffs."""
+
+    __tablename__ = "lms_links"
+    __table_args__ = (
+        UniqueConstraint("account_id", "lms_user_id", name="uq_lms_links_account_user"),
+    )
+
+    employee_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("employees.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    lms_user_id: Mapped[str] = mapped_column(String(200))
+    made_by: Mapped[str] = mapped_column(String(16))  # "created" | "matched"
+    lms_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    written: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LmsState(Base):
+    """The employee's last LMS outcome, shown on the employee file, and when to try again."""
+
+    __tablename__ = "lms_states"
+
+    employee_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("employees.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    action: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | skipped | conflict | error | pending
+    reason: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A permanent rejection is retried only after the employee record changes past this time.
+    rejected_record_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    run_id: Mapped[str | None] = mapped_column(String(36))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+    __table_args__ = (Index("ix_sync_runs_account_started", "account_id", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    trigger: Mapped[str] = mapped_column(String(16))  # hourly|manual|change|activation|approval
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    message: Mapped[str | None] = mapped_column(Text)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    approved_run_id: Mapped[str | None] = mapped_column(String(36))
+    decided_by: Mapped[str | None] = mapped_column(String(36))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SyncOutcome(Base):
+    __tablename__ = "sync_outcomes"
+    __table_args__ = (
+        Index("ix_sync_outcomes_run", "run_id", "action"),
+        Index("ix_sync_outcomes_employee", "employee_id", "at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(String(36), ForeignKey("sync_runs.id", ondelete="CASCADE"))
+    account_id: Mapped[str] = mapped_column(String(36))
+    employee_id: Mapped[str] = mapped_column(String(36))
+    action: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))  # done | planned | failed | none
+    reason: Mapped[str] = mapped_column(Text, default="")
+    lms_user_id: Mapped[str | None] = mapped_column(String(200))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,108 @@
+"""The connector interface every LMS protocol implements, and its few typed errors.
+
+HTTP statuses and protocol quirks are turned into these errors at the connector's edge; nothing
+deeper knows about HTTP (DESIGN §4–5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from lmsync.sync.rules import RemoteUser
+
+
+class LmsError(Exception):
+    """Base error: a readable message, the offending payload (never secrets), the chained cause."""
+
+    def __init__(self, message: str, payload: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.payload = payload
+
+
+class TransientError(LmsError):
+    """Timeouts, connection failures, 429, 5xx: worth retrying, after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, payload: Any = None, retry_after: float | None = None) -> None:
+        super().__init__(message, payload)
+        self.retry_after = retry_after
+
+
+class NotFoundError(LmsError):
+    """The LMS user does not exist (any more)."""
+
+
+class AlreadyExistsError(LmsError):
+    """Creating would clash with an existing LMS user (e.g. the login is taken)."""
+
+
+class RejectedError(LmsError):
+    """The LMS refused the data (validation); retried only after the record changes."""
+
+
+class MisconfiguredError(LmsError):
+    """Wrong URL, credentials or schema: nothing will work until the configuration is fixed."""
+
+
+class DryRunWriteError(LmsError):
+    """A write was attempted in dry-run mode; the transport refuses it."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "ok" | "warning" | "error"
+    message: str
+
+
+@dataclass
+class ConnectionReport:
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(f.level != "error" for f in self.findings)
+
+    def add(self, level: str, message: str) -> None:
+        self.findings.append(Finding(level, message))
+
+
+@dataclass(frozen=True)
+class UserPage:
+    users: list[RemoteUser]
+    total: int
+
+
+class Connector(Protocol):
+    """One LMS protocol. Fields use LMS-neutral names (see ``lmsync.sync.mapping``)."""
+
+    def find_by_email(self, email: str) -> list[RemoteUser]:
+        """Users whose email equals ``email`` (trimmed, case-insensitive), whatever the server's
+        filter does with case."""
+        ...
+
+    def find_by_external_id(self, external_id: str) -> RemoteUser | None: ...
+
+    def list_page(self, start_index: int, count: int) -> UserPage:
+        """One page of all users (1-based ``start_index``, as in SCIM)."""
+        ...
+
+    def get(self, user_id: str) -> RemoteUser: ...
+
+    def create(self, fields: Mapping[str, Any], create_only: Mapping[str, Any]) -> RemoteUser: ...
+
+    def update(
+        self,
+        user_id: str,
+        fields: Mapping[str, Any],
+        changed: Collection[str],
+        active: bool | None = None,
+    ) -> None:
+        """Write the ``changed`` names of ``fields`` (all maintained fields, for protocols that
+        write groups such as addresses whole) and, unless None, the active flag, in one request."""
+        ...
+
+    def test(self) -> ConnectionReport: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,528 @@
+"""The SCIM 2.0 connector (RFC 7643/7644) on httpx.
+
+Requests are built by pure functions (``user_resource``, ``patch_operations``) and sent by
+``ScimConnector._request``, the one place where HTTP statuses become typed errors. scim2-models
+reads the server's discovery documents in ``test()``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from scim2_models import ServiceProviderConfig
+
+from lmsync.lms.base import (
+    AlreadyExistsError,
+    ConnectionReport,
+    DryRunWriteError,
+    LmsError,
+    MisconfiguredError,
+    NotFoundError,
+    RejectedError,
+    TransientError,
+    UserPage,
+)
+from lmsync.sync.rules import RemoteUser
+
+CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+DEFAULT_EXTENSION_URN = "urn:ietf:params:scim:schemas:extension:lms:2.0:User"
+DEFAULT_EXTENSION_ATTRIBUTES: dict[str, str] = {
+    "registration_date": "registrationDate",
+    "expiration_date": "expirationDate",
+    "notifications_enabled": "notificationsEnabled",
+    "access_mode": "accessMode",
+}
+SCIM_JSON = "application/scim+json"
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class ScimSettings:
+    """How to reach and talk to one SCIM server (from the account's LMS interface)."""
+
+    base_url: str
+    auth_type: str = "bearer"  # bearer | api_key | basic
+    secret: str | None = None
+    auth_header: str = "X-API-Key"
+    username: str | None = None
+    user_name_field: str = "email"  # the SCIM userName: "email" or "employee_number"
+    extension_urn: str | None = DEFAULT_EXTENSION_URN  # None: do not send the LMS extension
+    extension_attributes: Mapping[str, str] = field(
+        default_factory=lambda: dict(DEFAULT_EXTENSION_ATTRIBUTES)
+    )
+    use_patch: bool = True  # False: PUT the whole user (servers without PATCH)
+    timeout: float = 15.0
+    page_size: int = 500
+
+
+class DryRunGuard(httpx.BaseTransport):
+    """Dry runs are enforced at the transport: any write raises before it leaves the process."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method in _WRITE_METHODS and not request.url.path.endswith("/.search"):
+            raise DryRunWriteError(f"dry run: {request.method} {request.url.path} refused")
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip() or response.reason_phrase
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("message") or body.get("scimType")
+        if detail:
+            return str(detail)[:500]
+    return response.reason_phrase
+
+
+class ScimConnector:
+    """One SCIM server. Thread-safe: the engine calls it from several worker threads."""
+
+    def __init__(
+        self,
+        settings: ScimSettings,
+        *,
+        dry_run: bool = False,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        inner = transport or httpx.HTTPTransport(retries=0)
+        headers = {"Accept": SCIM_JSON, "Content-Type": SCIM_JSON}
+        auth: httpx.Auth | None = None
+        if settings.auth_type == "bearer" and settings.secret:
+            headers["Authorization"] = f"Bearer {settings.secret}"
+        elif settings.auth_type == "api_key" and settings.secret:
+            headers[settings.auth_header] = settings.secret
+        elif settings.auth_type == "basic":
+            auth = httpx.BasicAuth(settings.username or "", settings.secret or "")
+        self._http = httpx.Client(
+            base_url=settings.base_url.rstrip("/"),
+            headers=headers,
+            auth=auth,
+            timeout=settings.timeout,
+            transport=DryRunGuard(inner) if dry_run else inner,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+        )
+        self.requests = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- the HTTP edge ----------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        ok: Collection[int] = (200,),
+    ) -> httpx.Response:
+        self.requests += 1
+        try:
+            response = self._http.request(method, path, json=json, params=params)
+        except DryRunWriteError:
+            raise
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{method} {path}: the LMS did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"{method} {path}: cannot reach the LMS ({exc})") from exc
+        status = response.status_code
+        if status in ok:
+            return response
+        detail = _detail(response)
+        where = f"{method} {path}: {status}"
+        if status == 429 or status >= 500:
+            raise TransientError(f"{where} {detail}", retry_after=_retry_after(response))
+        if status in (401, 403):
+            raise MisconfiguredError(f"{where}: the LMS refused the credentials ({detail})")
+        if status == 404:
+            raise NotFoundError(f"{where} {detail}")
+        if status == 409:
+            raise AlreadyExistsError(f"{where} {detail}", payload=json)
+        raise RejectedError(f"the LMS refused the data: {detail}", payload=json)
+
+    def _json(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise MisconfiguredError(
+                f"{response.request.url.path}: the answer is not JSON; is this a SCIM endpoint?"
+            ) from exc
+        if not isinstance(body, dict):
+            raise MisconfiguredError(f"{response.request.url.path}: unexpected answer")
+        return body
+
+    # -- reading ----------------------------------------------------------------------------------
+    def _search(self, filter_: str) -> list[dict[str, Any]]:
+        params = {"filter": filter_, "count": self.settings.page_size}
+        body = self._json(self._request("GET", "/Users", params=params))
+        resources = body.get("Resources") or []
+        return [r for r in resources if isinstance(r, dict)]
+
+    def find_by_email(self, email: str) -> list[RemoteUser]:
+        key = email.strip().casefold()
+        found: dict[str, RemoteUser] = {}
+        # Compliant servers compare emails case-insensitively (RFC 7643 §4.1.2); for the others
+        # also ask with the lower-cased address, and always check the answers locally.
+        variants = dict.fromkeys([email.strip(), email.strip().lower()])
+        for value in variants:
+            quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+            for resource in self._search(f'emails.value eq "{quoted}"'):
+                user = self.from_resource(resource)
+                if user.email_key == key or key in _all_email_keys(resource):
+                    found[user.id] = user
+        return list(found.values())
+
+    def find_by_external_id(self, external_id: str) -> RemoteUser | None:
+        quoted = external_id.replace('"', '\\"')
+        for resource in self._search(f'externalId eq "{quoted}"'):
+            if resource.get("externalId") == external_id:
+                return self.from_resource(resource)
+        return None
+
+    def list_page(self, start_index: int, count: int) -> UserPage:
+        params = {"startIndex": start_index, "count": count}
+        body = self._json(self._request("GET", "/Users", params=params))
+        resources = [r for r in body.get("Resources") or [] if isinstance(r, dict)]
+        total = int(body.get("totalResults", len(resources)))
+        return UserPage(users=[self.from_resource(r) for r in resources], total=total)
+
+    def get(self, user_id: str) -> RemoteUser:
+        return self.from_resource(self._json(self._request("GET", f"/Users/{user_id}")))
+
+    # -- writing ---------------------------------------------------------------------------------
+    def create(self, fields: Mapping[str, Any], create_only: Mapping[str, Any]) -> RemoteUser:
+        resource = user_resource(self.settings, fields, create_only)
+        response = self._request("POST", "/Users", json=resource, ok=(200, 201))
+        return self.from_resource(self._json(response))
+
+    def update(
+        self,
+        user_id: str,
+        fields: Mapping[str, Any],
+        changed: Collection[str],
+        active: bool | None = None,
+    ) -> None:
+        if self.settings.use_patch:
+            ops = patch_operations(self.settings, fields, changed, active)
+            if not ops:
+                return
+            body = {"schemas": [PATCH_OP], "Operations": ops}
+            self._request("PATCH", f"/Users/{user_id}", json=body, ok=(200, 204))
+            return
+        current = self._json(self._request("GET", f"/Users/{user_id}"))
+        merged = merge_for_put(self.settings, current, fields, changed, active)
+        self._request("PUT", f"/Users/{user_id}", json=merged, ok=(200, 204))
+
+    # -- test connection -------------------------------------------------------------------------
+    def test(self) -> ConnectionReport:
+        report = ConnectionReport()
+        try:
+            config_body = self._json(self._request("GET", "/ServiceProviderConfig"))
+        except LmsError as exc:
+            report.add("error", f"ServiceProviderConfig: {exc.message}")
+            return report
+        try:
+            config = ServiceProviderConfig.model_validate(config_body)
+            patch = bool(config.patch and config.patch.supported)
+            filtering = bool(config.filter and config.filter.supported)
+        except ValidationError:
+            report.add("warning", "ServiceProviderConfig does not follow RFC 7643 §5")
+            patch = bool((config_body.get("patch") or {}).get("supported"))
+            filtering = bool((config_body.get("filter") or {}).get("supported"))
+        report.add("ok", "the server answers as a SCIM 2.0 service provider")
+        if not patch and self.settings.use_patch:
+            report.add("error", "the server does not support PATCH: switch the interface to PUT")
+        if not filtering:
+            report.add(
+                "warning", "the server cannot filter: each lookup will page through all users"
+            )
+        try:
+            self._request("GET", "/Users", params={"count": 1})
+            report.add("ok", "authentication accepted")
+        except MisconfiguredError as exc:
+            report.add("error", f"authentication failed: {exc.message}")
+            return report
+        except LmsError as exc:
+            report.add("error", f"/Users: {exc.message}")
+            return report
+        self._check_schemas(report)
+        return report
+
+    def _check_schemas(self, report: ConnectionReport) -> None:
+        try:
+            schemas = self._json(self._request("GET", "/Schemas"))
+            types = self._json(self._request("GET", "/ResourceTypes"))
+        except LmsError as exc:
+            report.add("warning", f"cannot read the schemas: {exc.message}")
+            return
+        published = {
+            str(s.get("id")): {str(a.get("name")) for a in s.get("attributes") or []}
+            for s in schemas.get("Resources") or []
+            if isinstance(s, dict)
+        }
+        user_type = next(
+            (
+                t
+                for t in types.get("Resources") or []
+                if isinstance(t, dict) and t.get("name") == "User"
+            ),
+            {},
+        )
+        extensions = {str(e.get("schema")) for e in user_type.get("schemaExtensions") or []}
+        if CORE_USER not in published:
+            report.add("error", "the server does not publish the core User schema")
+        if ENTERPRISE_USER not in extensions:
+            report.add(
+                "warning",
+                "the enterprise extension is not declared: company and number are sent anyway",
+            )
+        urn = self.settings.extension_urn
+        if urn:
+            if urn not in published or urn not in extensions:
+                report.add("error", f"the LMS extension schema {urn} is missing on the server")
+            else:
+                missing = sorted(set(self.settings.extension_attributes.values()) - published[urn])
+                if missing:
+                    report.add("error", f"the LMS extension lacks attributes: {', '.join(missing)}")
+                else:
+                    report.add("ok", f"LMS extension {urn} found with all its attributes")
+
+    # -- reading a resource --------------------------------------------------------------------
+    def from_resource(self, resource: Mapping[str, Any]) -> RemoteUser:
+        user_id = resource.get("id")
+        if not isinstance(user_id, str) or not user_id:
+            raise RejectedError("the LMS returned a user without id", payload=None)
+        keys = _all_email_keys(resource)
+        primary = _primary_email(resource)
+        return RemoteUser(
+            id=user_id,
+            active=resource.get("active") is not False,
+            email_key=primary.strip().casefold() if primary else (keys[0] if keys else None),
+            fields=neutral_fields(self.settings, resource),
+        )
+
+
+# -- pure request building and reading ---------------------------------------------------------
+
+
+def _primary_email(resource: Mapping[str, Any]) -> str | None:
+    emails = [e for e in resource.get("emails") or [] if isinstance(e, dict) and e.get("value")]
+    for rank in (
+        lambda e: e.get("primary") is True,
+        lambda e: e.get("type") == "work",
+        lambda e: True,
+    ):
+        for item in emails:
+            if rank(item):
+                return str(item["value"])
+    return None
+
+
+def _all_email_keys(resource: Mapping[str, Any]) -> list[str]:
+    return [
+        str(e["value"]).strip().casefold()
+        for e in resource.get("emails") or []
+        if isinstance(e, dict) and e.get("value")
+    ]
+
+
+def _phones(fields: Mapping[str, Any]) -> list[dict[str, str]]:
+    out = []
+    if fields.get("home_phone"):
+        out.append({"value": str(fields["home_phone"]), "type": "home"})
+    if fields.get("cell_phone"):
+        out.append({"value": str(fields["cell_phone"]), "type": "mobile"})
+    return out
+
+
+_ADDRESS_PARTS = {
+    "address": "streetAddress",
+    "city": "locality",
+    "province": "region",
+    "postal_code": "postalCode",
+    "country": "country",
+}
+
+
+def _address(fields: Mapping[str, Any]) -> list[dict[str, Any]]:
+    parts = {scim: fields[n] for n, scim in _ADDRESS_PARTS.items() if fields.get(n)}
+    if not parts:
+        return []
+    return [{"type": "work", "primary": True, **parts}]
+
+
+def _scim_datetime(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def user_name(settings: ScimSettings, fields: Mapping[str, Any]) -> str:
+    if settings.user_name_field == "employee_number":
+        return str(fields["employee_number"])
+    return str(fields["email"])
+
+
+def user_resource(
+    settings: ScimSettings, fields: Mapping[str, Any], create_only: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The SCIM User sent on creation (all maintained fields plus the create-only ones)."""
+    schemas = [CORE_USER, ENTERPRISE_USER]
+    resource: dict[str, Any] = {
+        "userName": user_name(settings, fields),
+        "externalId": fields["external_id"],
+        "name": {"givenName": fields["first_name"], "familyName": fields["last_name"]},
+        "displayName": f"{fields['first_name']} {fields['last_name']}",
+        "emails": [{"value": fields["email"], "type": "work", "primary": True}],
+        "active": True,
+    }
+    if fields.get("language"):
+        resource["preferredLanguage"] = fields["language"]
+    if fields.get("job_title"):
+        resource["title"] = fields["job_title"]
+    if phones := _phones(fields):
+        resource["phoneNumbers"] = phones
+    if address := _address(fields):
+        resource["addresses"] = address
+    enterprise = {"employeeNumber": fields.get("employee_number")}
+    if fields.get("company_name"):
+        enterprise["organization"] = fields["company_name"]
+    resource[ENTERPRISE_USER] = enterprise
+    if settings.extension_urn:
+        values = {**create_only, "notifications_enabled": fields.get("notifications_enabled")}
+        resource[settings.extension_urn] = {
+            attribute: _scim_datetime(values[name])
+            for name, attribute in settings.extension_attributes.items()
+            if values.get(name) is not None
+        }
+        schemas.append(settings.extension_urn)
+    resource["schemas"] = schemas
+    return resource
+
+
+def _set(path: str, value: Any) -> dict[str, Any]:
+    if value is None or value == []:
+        return {"op": "remove", "path": path}
+    return {"op": "replace", "path": path, "value": value}
+
+
+def patch_operations(
+    settings: ScimSettings,
+    fields: Mapping[str, Any],
+    changed: Collection[str],
+    active: bool | None,
+) -> list[dict[str, Any]]:
+    """RFC 7644 §3.5.2 operations writing the ``changed`` maintained fields (and ``active``)."""
+    ops: list[dict[str, Any]] = []
+    changed = set(changed)
+    simple = {
+        "external_id": "externalId",
+        "first_name": "name.givenName",
+        "last_name": "name.familyName",
+        "language": "preferredLanguage",
+        "job_title": "title",
+        "employee_number": f"{ENTERPRISE_USER}:employeeNumber",
+        "company_name": f"{ENTERPRISE_USER}:organization",
+    }
+    for name, path in simple.items():
+        if name in changed:
+            ops.append(_set(path, fields.get(name)))
+    if changed & {"first_name", "last_name"}:
+        ops.append(_set("displayName", f"{fields['first_name']} {fields['last_name']}"))
+    if "email" in changed:
+        ops.append(_set("emails", [{"value": fields["email"], "type": "work", "primary": True}]))
+        if settings.user_name_field == "email":
+            ops.append(_set("userName", fields["email"]))
+    if settings.user_name_field == "employee_number" and "employee_number" in changed:
+        ops.append(_set("userName", fields["employee_number"]))
+    if changed & {"home_phone", "cell_phone"}:
+        ops.append(_set("phoneNumbers", _phones(fields)))
+    if changed & set(_ADDRESS_PARTS):
+        ops.append(_set("addresses", _address(fields)))
+    attribute = settings.extension_attributes.get("notifications_enabled")
+    if "notifications_enabled" in changed and settings.extension_urn and attribute:
+        ops.append(_set(f"{settings.extension_urn}:{attribute}", fields["notifications_enabled"]))
+    if active is not None:
+        ops.append({"op": "replace", "path": "active", "value": active})
+    return ops
+
+
+def merge_for_put(
+    settings: ScimSettings,
+    current: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    changed: Collection[str],
+    active: bool | None,
+) -> dict[str, Any]:
+    """The whole user for PUT: the server's copy with lmsync's maintained fields laid over it
+    (create-only values and attributes lmsync does not manage are kept)."""
+    fresh = user_resource(settings, fields, {})
+    merged = {k: v for k, v in current.items() if k != "meta"}
+    for key, value in fresh.items():
+        if key == settings.extension_urn and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        elif key != "active":
+            merged[key] = value
+    if active is not None:
+        merged["active"] = active
+    return merged
+
+
+def neutral_fields(settings: ScimSettings, resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The maintained fields as the LMS holds them, in lmsync's neutral names (for diffs)."""
+    name = resource.get("name") or {}
+    enterprise = resource.get(ENTERPRISE_USER) or {}
+    phones = {
+        p.get("type"): p.get("value")
+        for p in resource.get("phoneNumbers") or []
+        if isinstance(p, dict)
+    }
+    addresses = [a for a in resource.get("addresses") or [] if isinstance(a, dict)]
+    address = next((a for a in addresses if a.get("primary")), addresses[0] if addresses else {})
+    extension = resource.get(settings.extension_urn or "", {}) or {}
+    notifications_attribute = settings.extension_attributes.get("notifications_enabled", "")
+    out: dict[str, Any] = {
+        "external_id": resource.get("externalId"),
+        "employee_number": enterprise.get("employeeNumber"),
+        "first_name": name.get("givenName"),
+        "last_name": name.get("familyName"),
+        "language": resource.get("preferredLanguage"),
+        "email": _primary_email(resource),
+        "company_name": enterprise.get("organization"),
+        "job_title": resource.get("title"),
+        "home_phone": phones.get("home"),
+        "cell_phone": phones.get("mobile"),
+        "notifications_enabled": extension.get(notifications_attribute),
+    }
+    for neutral, scim in _ADDRESS_PARTS.items():
+        out[neutral] = address.get(scim)
+    return out

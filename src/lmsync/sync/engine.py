@@ -1,0 +1,815 @@
+"""The sync engine: runs the rules for one account's due (or all) employees and records the result.
+
+Reads HR state and links, asks ``rules.decide`` for each employee (looking work emails up in the
+LMS for the unlinked ones, by paging through all LMS users once when there are many), stops before
+writing when too many deactivations are planned, then carries the actions out with bounded
+concurrency and records links, per-employee states and the run's outcomes in batches.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
+
+from lmsync.domain.errors import Conflict, NotFound
+from lmsync.lms.base import (
+    AlreadyExistsError,
+    Connector,
+    LmsError,
+    MisconfiguredError,
+    NotFoundError,
+    RejectedError,
+    TransientError,
+)
+from lmsync.lms.registry import ConnectorFactory, build_connector
+from lmsync.security import SecretBox
+from lmsync.storage.tables import (
+    Account,
+    Employee,
+    LmsInterface,
+    LmsLink,
+    LmsState,
+    SyncOutcome,
+    SyncRun,
+    utcnow,
+)
+from lmsync.sync import rules
+from lmsync.sync.mapping import create_only_fields, desired_fields
+from lmsync.sync.rules import Action, EmployeeView, Kind, LinkView, RemoteUser, Scope
+
+log = structlog.get_logger("lmsync.sync")
+
+LOCK_LEASE = timedelta(minutes=15)
+BATCH = 200
+# Above this many unlinked employees, page through all LMS users once instead of one lookup each.
+LIST_ALL_THRESHOLD = 50
+RETRY_DELAYS = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+)
+
+
+class SyncBusy(Conflict):
+    """Another sync of the same account is running."""
+
+
+@dataclass
+class RunOptions:
+    trigger: str  # hourly | manual | change | activation | approval
+    dry_run: bool = False
+    full: bool = False
+    employee_ids: list[str] | None = None
+    approved: bool = False  # the deactivation guard was approved for this run
+    activating: bool = False  # the first activation: the interface counts as active
+    actor_user_id: str | None = None
+    run_id: str | None = None  # a run row created beforehand (status "queued")
+
+
+@dataclass
+class Planned:
+    employee: Employee
+    view: EmployeeView
+    link: LmsLink | None
+    action: Action
+    due_seen: datetime | None
+
+
+@dataclass
+class Result:
+    planned: Planned
+    outcome: str  # done | failed | none
+    action: str
+    reason: str = ""
+    lms_user_id: str | None = None
+    made_by: str | None = None
+    lms_active: bool | None = None
+    written: dict[str, Any] | None = None
+    drop_link: bool = False
+    error: LmsError | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    status: str
+    counts: dict[str, int] = field(default_factory=dict)
+    message: str | None = None
+
+
+def _wait(state: RetryCallState) -> float:
+    error = state.outcome.exception() if state.outcome else None
+    if isinstance(error, TransientError) and error.retry_after is not None:
+        return min(error.retry_after, 30.0)
+    return float(min(0.25 * 2 ** (state.attempt_number - 1), 8.0))
+
+
+def with_retries(fn: Callable[[], Any], attempts: int = 5) -> Any:
+    """Call ``fn``, retrying transient LMS failures with backoff (Retry-After when given)."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(attempts),
+        wait=_wait,
+        reraise=True,
+    ):
+        with attempt:
+            return fn()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        secrets: SecretBox,
+        *,
+        connector_factory: ConnectorFactory = build_connector,
+        concurrency: int = 16,
+        retry_attempts: int = 5,
+        owner: str | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.secrets = secrets
+        self.connector_factory = connector_factory
+        self.concurrency = concurrency
+        self.retry_attempts = retry_attempts
+        self.owner = owner or uuid.uuid4().hex
+
+    # -- locking -------------------------------------------------------------------------------
+    def _acquire(self, account_id: str) -> bool:
+        now = utcnow()
+        with self.sessions() as session, session.begin():
+            result = session.execute(
+                update(LmsInterface)
+                .where(
+                    LmsInterface.account_id == account_id,
+                    (LmsInterface.lock_owner.is_(None)) | (LmsInterface.lock_until < now),
+                )
+                .values(lock_owner=self.owner, lock_until=now + LOCK_LEASE)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def _release(self, account_id: str) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(LmsInterface)
+                .where(LmsInterface.account_id == account_id, LmsInterface.lock_owner == self.owner)
+                .values(lock_owner=None, lock_until=None)
+            )
+
+    def connector_for(self, interface: LmsInterface, *, dry_run: bool) -> Connector:
+        secret = (
+            self.secrets.decrypt(interface.secret_encrypted) if interface.secret_encrypted else None
+        )
+        return self.connector_factory(interface, secret, dry_run)
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self, account_id: str, options: RunOptions) -> RunSummary:
+        """Run the rules for ``account_id``. Raises ``SyncBusy`` when a sync already runs."""
+        locked = False
+        if not options.dry_run:
+            if not self._acquire(account_id):
+                raise SyncBusy("a sync of this account is already running")
+            locked = True
+        try:
+            return self._run(account_id, options)
+        finally:
+            if locked:
+                self._release(account_id)
+
+    def _start_run(self, session: Session, account_id: str, options: RunOptions) -> SyncRun:
+        run = session.get(SyncRun, options.run_id) if options.run_id else None
+        if run is None:
+            run = SyncRun(
+                id=options.run_id or str(uuid.uuid4()),
+                account_id=account_id,
+                trigger=options.trigger,
+                dry_run=options.dry_run,
+                full=options.full,
+            )
+            session.add(run)
+        run.status = "running"
+        run.started_at = utcnow()
+        return run
+
+    def _run(self, account_id: str, options: RunOptions) -> RunSummary:
+        with self.sessions() as session, session.begin():
+            account = session.get(Account, account_id)
+            interface = session.get(LmsInterface, account_id)
+            if account is None or interface is None:
+                raise NotFound("this account has no LMS interface")
+            run = self._start_run(session, account_id, options)
+            run_id = run.id
+            scope = Scope(
+                user_sync_enabled=account.user_sync_enabled,
+                interface_active=interface.active or options.activating,
+                sync_users=interface.sync_users,
+                deactivate_terminated=interface.deactivate_terminated,
+            )
+            guard = (interface.guard_percent, interface.guard_minimum)
+            session.expunge(account)
+            session.expunge(interface)
+        bound = log.bind(account_id=account_id, run_id=run_id, trigger=options.trigger)
+        bound.info("sync started", dry_run=options.dry_run, full=options.full)
+        try:
+            connector = self.connector_for(interface, dry_run=options.dry_run)
+        except (LmsError, ValueError) as exc:
+            return self._finish(run_id, "failed", {}, getattr(exc, "message", str(exc)))
+        try:
+            return self._run_with(connector, account, scope, guard, run_id, options, bound)
+        except MisconfiguredError as exc:
+            bound.warning("sync failed", error=exc.message)
+            return self._finish(run_id, "failed", {}, exc.message)
+        finally:
+            connector.close()
+
+    def _run_with(
+        self,
+        connector: Connector,
+        account: Account,
+        scope: Scope,
+        guard: tuple[int, int],
+        run_id: str,
+        options: RunOptions,
+        bound: Any,
+    ) -> RunSummary:
+        now = utcnow()
+        with self.sessions() as session:
+            planned, linked_total, claimed = self._load(session, account, scope, options, now)
+        remote_all: dict[str, RemoteUser] | None = None
+        unlinked = [p for p in planned if p.action.kind == Kind.CORRELATE]
+        if options.full or len(unlinked) > LIST_ALL_THRESHOLD:
+            remote_all = self._list_all(connector)
+        self._correlate(connector, planned, scope, remote_all, claimed)
+        counts = _count(planned)
+        deactivations = counts.get(Kind.DEACTIVATE.value, 0)
+        threshold = max(guard[1], math.ceil(linked_total * guard[0] / 100))
+        if not options.dry_run and not options.approved and deactivations > threshold:
+            message = (
+                f"{deactivations} deactivations planned, above the safety threshold of "
+                f"{threshold}: waiting for an HR manager's approval"
+            )
+            self._record_plan(run_id, account.id, planned, "held")
+            bound.warning("sync held by the deactivation guard", deactivations=deactivations)
+            return self._finish(run_id, "held", counts, message)
+        if options.dry_run:
+            self._record_plan(run_id, account.id, planned, "planned")
+            return self._finish(run_id, "succeeded", counts, None)
+        self._execute(connector, account, planned, run_id, now)
+        with self.sessions() as session, session.begin():
+            run = session.get_one(SyncRun, run_id)
+            final = dict(run.counts or {})
+            if options.full:
+                interface = session.get_one(LmsInterface, account.id)
+                interface.last_full_pass_at = now
+        bound.info("sync finished", **final)
+        failed = final.get("failed", 0)
+        return self._finish(run_id, "succeeded" if not failed else "partial", final, None)
+
+    def _load(
+        self, session: Session, account: Account, scope: Scope, options: RunOptions, now: datetime
+    ) -> tuple[list[Planned], int, dict[str, str]]:
+        query = select(Employee).where(Employee.account_id == account.id)
+        if options.employee_ids is not None:
+            query = query.where(Employee.id.in_(options.employee_ids))
+        elif not options.full:
+            query = query.where(Employee.lms_due_at.is_not(None))
+        employees = list(session.scalars(query))
+        states = {
+            s.employee_id: s
+            for s in session.scalars(select(LmsState).where(LmsState.account_id == account.id))
+        }
+        if not options.full and options.employee_ids is None and options.trigger == "change":
+            employees = [e for e in employees if _ready(e, states.get(e.id), now)]
+        links = {
+            link.employee_id: link
+            for link in session.scalars(select(LmsLink).where(LmsLink.account_id == account.id))
+        }
+        claimed = {link.lms_user_id: link.employee_id for link in links.values()}
+        shared = set(
+            session.scalars(
+                select(Employee.work_email_key)
+                .where(
+                    Employee.account_id == account.id,
+                    Employee.status == "active",
+                    Employee.lms_excluded.is_(False),
+                    Employee.work_email_key.is_not(None),
+                )
+                .group_by(Employee.work_email_key)
+                .having(func.count() > 1)
+            )
+        )
+        # Terminations first: they are the ones that must not wait.
+        employees.sort(key=lambda e: (e.status != "terminated", e.id))
+        planned = []
+        for employee in employees:
+            view = EmployeeView(
+                id=employee.id,
+                active=employee.status == "active",
+                excluded=employee.lms_excluded,
+                email_key=employee.work_email_key,
+                email_shared=employee.work_email_key in shared,
+                desired=desired_fields(employee, account),
+            )
+            link = links.get(employee.id)
+            link_view = LinkView(link.lms_user_id, link.lms_active, link.written) if link else None
+            action = rules.decide(view, link_view, scope)
+            session.expunge(employee)
+            if link is not None:
+                session.expunge(link)
+            planned.append(Planned(employee, view, link, action, employee.lms_due_at))
+        return planned, len(links), claimed
+
+    def _list_all(self, connector: Connector) -> dict[str, RemoteUser]:
+        users: dict[str, RemoteUser] = {}
+        start, page_size = 1, 500
+        while True:
+            page = with_retries(partial(connector.list_page, start, page_size), self.retry_attempts)
+            new = [u for u in page.users if u.id not in users]
+            for user in page.users:
+                users[user.id] = user
+            start += len(page.users)
+            # Stop at totalResults, on an empty page, or when a page brings nothing new (some
+            # servers return page 1 again past the end).
+            if not page.users or not new or start > page.total:
+                break
+        return users
+
+    def _correlate(
+        self,
+        connector: Connector,
+        planned: list[Planned],
+        scope: Scope,
+        remote_all: dict[str, RemoteUser] | None,
+        claimed: dict[str, str],
+    ) -> None:
+        by_email: dict[str, list[RemoteUser]] = {}
+        if remote_all is not None:
+            for user in remote_all.values():
+                if user.email_key:
+                    by_email.setdefault(user.email_key, []).append(user)
+        lookups: dict[int, Future[list[RemoteUser]]] = {}
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            for index, item in enumerate(planned):
+                if item.action.kind == Kind.CORRELATE and remote_all is None:
+                    email = item.employee.work_email or ""
+                    lookups[index] = pool.submit(
+                        with_retries,
+                        partial(connector.find_by_email, email),
+                        self.retry_attempts,
+                    )
+            for index, item in enumerate(planned):
+                link = item.link
+                if (
+                    remote_all is not None
+                    and link is not None
+                    and item.action.kind != Kind.CORRELATE
+                ):
+                    remote = remote_all.get(link.lms_user_id)
+                    view = LinkView(
+                        link.lms_user_id,
+                        link.lms_active,
+                        link.written,
+                        gone=remote is None,
+                        remote=remote,
+                    )
+                    item.action = rules.decide(item.view, view, scope)
+                if item.action.kind != Kind.CORRELATE:
+                    continue
+                try:
+                    if remote_all is not None:
+                        found = by_email.get(item.view.email_key or "", [])
+                    else:
+                        found = lookups[index].result()
+                except LmsError as exc:
+                    item.action = Action(Kind.CORRELATE, f"email lookup failed: {exc.message}")
+                    continue
+                matches = tuple(
+                    RemoteUser(u.id, u.active, u.email_key, u.fields, claimed.get(u.id))
+                    for u in found
+                )
+                gone_view = (
+                    LinkView(
+                        item.link.lms_user_id, item.link.lms_active, item.link.written, gone=True
+                    )
+                    if item.link is not None
+                    else None
+                )
+                item.action = rules.decide(item.view, gone_view, scope, matches)
+                if item.action.kind == Kind.LINK and item.action.lms_user_id is not None:
+                    # Within one run, an LMS user can be claimed by one employee only.
+                    owner = claimed.setdefault(item.action.lms_user_id, item.employee.id)
+                    if owner != item.employee.id:
+                        item.action = Action(
+                            Kind.CONFLICT,
+                            f"the LMS user with this email is already linked to employee {owner}",
+                        )
+
+    # -- carrying the actions out ------------------------------------------------------------------
+    def _execute(
+        self,
+        connector: Connector,
+        account: Account,
+        planned: list[Planned],
+        run_id: str,
+        now: datetime,
+    ) -> None:
+        create_only = create_only_fields(account, now)
+        total = len(planned)
+        done = 0
+        pending: list[Result] = []
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = [
+                pool.submit(self._apply, connector, item, create_only)
+                if item.action.writes or item.action.drop_link
+                else None
+                for item in planned
+            ]
+            for item, future in zip(planned, futures, strict=True):
+                pending.append(future.result() if future else _no_write(item))
+                if len(pending) >= BATCH:
+                    done += len(pending)
+                    self._record(run_id, account.id, pending, done, total)
+                    pending = []
+        done += len(pending)
+        self._record(run_id, account.id, pending, done, total)
+
+    def _apply(self, connector: Connector, item: Planned, create_only: Mapping[str, Any]) -> Result:
+        action = item.action
+        try:
+            return self._apply_action(connector, item, action, create_only)
+        except MisconfiguredError:
+            raise
+        except LmsError as exc:
+            return Result(
+                item,
+                "failed",
+                action.kind.value,
+                exc.message,
+                error=exc,
+                lms_user_id=action.lms_user_id,
+            )
+
+    def _apply_action(
+        self, connector: Connector, item: Planned, action: Action, create_only: Mapping[str, Any]
+    ) -> Result:
+        desired = dict(item.view.desired)
+        retry = self.retry_attempts
+        kind = action.kind
+        if kind == Kind.CREATE:
+            try:
+                user = with_retries(lambda: connector.create(desired, create_only), retry)
+            except AlreadyExistsError:
+                # Created meanwhile (or by an earlier attempt that crashed): look it up and link.
+                found = with_retries(lambda: connector.find_by_email(desired["email"] or ""), retry)
+                if len(found) != 1:
+                    by_id = with_retries(
+                        lambda: connector.find_by_external_id(item.employee.id), retry
+                    )
+                    found = [by_id] if by_id else found
+                if len(found) != 1:
+                    raise RejectedError(
+                        "the LMS says the user exists but it cannot be found"
+                    ) from None
+                return self._link_existing(connector, item, found[0], desired, "link")
+            return Result(
+                item,
+                "done",
+                "create",
+                action.reason,
+                lms_user_id=user.id,
+                made_by="created",
+                lms_active=True,
+                written=desired,
+                drop_link=action.drop_link,
+                after={**desired, **{k: str(v) for k, v in create_only.items()}},
+            )
+        if kind == Kind.LINK:
+            assert action.lms_user_id is not None
+            if action.changes or action.reactivate:
+                with_retries(
+                    lambda: connector.update(
+                        action.lms_user_id or "",
+                        desired,
+                        list(action.changes),
+                        True if action.reactivate else None,
+                    ),
+                    retry,
+                )
+            return Result(
+                item,
+                "done",
+                "link",
+                action.reason,
+                lms_user_id=action.lms_user_id,
+                made_by="matched",
+                lms_active=True,
+                written=desired,
+                drop_link=action.drop_link,
+                before=dict.fromkeys(action.changes) if action.changes else None,
+                after=dict(action.changes) or None,
+            )
+        link = item.link
+        assert link is not None
+        assert action.lms_user_id is not None
+        user_id = action.lms_user_id
+        try:
+            if kind == Kind.DEACTIVATE:
+                with_retries(lambda: connector.update(user_id, desired, [], False), retry)
+                return Result(
+                    item,
+                    "done",
+                    "deactivate",
+                    action.reason,
+                    lms_user_id=user_id,
+                    lms_active=False,
+                    written=dict(link.written),
+                    before={"active": True},
+                    after={"active": False},
+                )
+            changed = list(action.changes)
+            active = True if kind == Kind.REACTIVATE else None
+            with_retries(lambda: connector.update(user_id, desired, changed, active), retry)
+        except NotFoundError:
+            return self._relink(connector, item, desired, create_only)
+        before = {k: link.written.get(k) for k in changed}
+        after = dict(action.changes)
+        if kind == Kind.REACTIVATE:
+            before["active"], after["active"] = False, True
+        return Result(
+            item,
+            "done",
+            kind.value,
+            action.reason,
+            lms_user_id=user_id,
+            lms_active=True,
+            written=desired,
+            before=before,
+            after=after,
+        )
+
+    def _link_existing(
+        self,
+        connector: Connector,
+        item: Planned,
+        user: RemoteUser,
+        desired: dict[str, Any],
+        verb: str,
+    ) -> Result:
+        changes = rules.diff(desired, user.fields)
+        if changes or not user.active:
+            with_retries(
+                lambda: connector.update(
+                    user.id, desired, list(changes), None if user.active else True
+                ),
+                self.retry_attempts,
+            )
+        return Result(
+            item,
+            "done",
+            verb,
+            "matched by email",
+            lms_user_id=user.id,
+            made_by="matched",
+            lms_active=True,
+            written=desired,
+            drop_link=item.link is not None,
+            after=changes or None,
+        )
+
+    def _relink(
+        self,
+        connector: Connector,
+        item: Planned,
+        desired: dict[str, Any],
+        create_only: Mapping[str, Any],
+    ) -> Result:
+        """The linked LMS user is gone (404): drop the link and correlate again."""
+        if not item.view.active or item.view.email_key is None:
+            reason = "LMS user gone; link dropped"
+            return Result(item, "done", "none", reason, drop_link=True)
+        found = with_retries(
+            lambda: connector.find_by_email(item.employee.work_email or ""), self.retry_attempts
+        )
+        if len(found) == 1:
+            return self._link_existing(connector, item, found[0], desired, "link")
+        if found:
+            raise RejectedError("LMS user gone and several LMS users have this email")
+        user = with_retries(lambda: connector.create(desired, create_only), self.retry_attempts)
+        return Result(
+            item,
+            "done",
+            "create",
+            "LMS user gone; created again",
+            lms_user_id=user.id,
+            made_by="created",
+            lms_active=True,
+            written=desired,
+            drop_link=True,
+            after=desired,
+        )
+
+    # -- recording ---------------------------------------------------------------------------------
+    def _record(
+        self, run_id: str, account_id: str, results: list[Result], done: int, total: int
+    ) -> None:
+        now = utcnow()
+        with self.sessions() as session, session.begin():
+            run = session.get_one(SyncRun, run_id)
+            counts = dict(run.counts or {})
+            for result in results:
+                self._record_one(session, run_id, account_id, result, now, counts)
+            run.counts = counts
+            run.progress_done, run.progress_total = done, total
+
+    def _record_one(
+        self,
+        session: Session,
+        run_id: str,
+        account_id: str,
+        result: Result,
+        now: datetime,
+        counts: dict[str, int],
+    ) -> None:
+        item = result.planned
+        employee_id = item.employee.id
+        action_kind = result.action
+        if (
+            result.drop_link
+            and item.link is not None
+            and result.lms_user_id != item.link.lms_user_id
+        ):
+            existing = session.get(LmsLink, employee_id)
+            if existing is not None:
+                session.delete(existing)
+                session.flush()
+        if result.outcome == "done" and result.lms_user_id is not None and action_kind != "none":
+            link = session.get(LmsLink, employee_id)
+            if link is None:
+                link = LmsLink(
+                    employee_id=employee_id,
+                    account_id=account_id,
+                    lms_user_id=result.lms_user_id,
+                    made_by=result.made_by or "matched",
+                    linked_at=now,
+                )
+                session.add(link)
+            link.lms_active = bool(result.lms_active)
+            if result.written is not None:
+                link.written = result.written
+            link.synced_at = now
+        state = session.get(LmsState, employee_id)
+        if state is None:
+            state = LmsState(employee_id=employee_id, account_id=account_id, attempts=0)
+            session.add(state)
+        state.action, state.run_id, state.at = action_kind, run_id, now
+        state.reason = result.reason
+        clear_due = True
+        if result.outcome == "failed":
+            counts["failed"] = counts.get("failed", 0) + 1
+            state.outcome = "error"
+            state.attempts = (state.attempts or 0) + 1
+            if isinstance(result.error, TransientError) or result.error is None:
+                delay = RETRY_DELAYS[min(state.attempts - 1, len(RETRY_DELAYS) - 1)]
+                state.next_attempt_at = now + delay
+                state.rejected_record_at = None
+                clear_due = False
+            else:
+                state.next_attempt_at = None
+                state.rejected_record_at = item.employee.updated_at
+        else:
+            counts[action_kind] = counts.get(action_kind, 0) + 1
+            kind = item.action.kind
+            state.outcome = {Kind.SKIP: "skipped", Kind.CONFLICT: "conflict"}.get(kind, "ok")
+            if kind == Kind.CORRELATE:  # the email lookup itself failed
+                state.outcome = "error"
+                clear_due = False
+                state.next_attempt_at = now + RETRY_DELAYS[0]
+            else:
+                state.attempts, state.next_attempt_at, state.rejected_record_at = 0, None, None
+        if clear_due and item.due_seen is not None:
+            # Compare-and-clear: a change made while this run worked keeps the employee due.
+            session.execute(
+                update(Employee)
+                .where(Employee.id == employee_id, Employee.lms_due_at == item.due_seen)
+                .values(lms_due_at=None)
+            )
+        if (
+            result.outcome == "failed"
+            or result.action != "none"
+            or item.action.kind
+            in (
+                Kind.SKIP,
+                Kind.CONFLICT,
+            )
+        ):
+            session.add(
+                SyncOutcome(
+                    run_id=run_id,
+                    account_id=account_id,
+                    employee_id=employee_id,
+                    action=action_kind,
+                    outcome=result.outcome,
+                    reason=result.reason,
+                    lms_user_id=result.lms_user_id,
+                    before=result.before,
+                    after=_jsonable(result.after),
+                    at=now,
+                )
+            )
+
+    def _record_plan(
+        self, run_id: str, account_id: str, planned: list[Planned], outcome: str
+    ) -> None:
+        now = utcnow()
+        for chunk in _chunks(planned, 1000):
+            with self.sessions() as session, session.begin():
+                session.add_all(
+                    SyncOutcome(
+                        run_id=run_id,
+                        account_id=account_id,
+                        employee_id=item.employee.id,
+                        action=item.action.kind.value,
+                        outcome=outcome,
+                        reason=item.action.reason,
+                        lms_user_id=item.action.lms_user_id
+                        or (item.link.lms_user_id if item.link else None),
+                        after=_jsonable(dict(item.action.changes)) or None,
+                        at=now,
+                    )
+                    for item in chunk
+                )
+
+    def _finish(
+        self, run_id: str, status: str, counts: Mapping[str, int], message: str | None
+    ) -> RunSummary:
+        with self.sessions() as session, session.begin():
+            run = session.get_one(SyncRun, run_id)
+            run.status = status
+            run.counts = dict(counts)
+            run.message = message
+            run.finished_at = utcnow()
+        return RunSummary(run_id=run_id, status=status, counts=dict(counts), message=message)
+
+
+def _ready(employee: Employee, state: LmsState | None, now: datetime) -> bool:
+    """Due work that may run now: not waiting for a retry, not a rejection of the same record."""
+    if state is None:
+        return True
+    if state.next_attempt_at is not None and state.next_attempt_at > now:
+        return False
+    return not (
+        state.rejected_record_at is not None and employee.updated_at <= state.rejected_record_at
+    )
+
+
+def _no_write(item: Planned) -> Result:
+    action = item.action
+    if action.kind == Kind.CORRELATE:  # the lookup failed; reported as an error, retried later
+        return Result(
+            item, "failed", "correlate", action.reason, error=TransientError(action.reason)
+        )
+    return Result(
+        item,
+        "none" if action.kind == Kind.NONE else "done",
+        action.kind.value,
+        action.reason,
+        lms_user_id=action.lms_user_id,
+    )
+
+
+def _count(planned: list[Planned]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in planned:
+        counts[item.action.kind.value] = counts.get(item.action.kind.value, 0) + 1
+    return counts
+
+
+def _jsonable(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
+
+
+def _chunks(items: list[Planned], size: int) -> Iterator[list[Planned]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
