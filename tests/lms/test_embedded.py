@@ -1,4 +1,4 @@
-"""The embedded SCIM LMS: as a separate process (as the integration tests use it) and in a thread."""
+"""The embedded SCIM LMS: in a separate process (as integration tests use it) and in a thread."""
 
 import selectors
 import socket
@@ -180,7 +180,10 @@ def test_patch_deactivates_a_user(scim: httpx.Client) -> None:
     user_id = created.json()["id"]
     assert created.json()["active"] is True
 
-    patch = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": False}]}
+    patch = {
+        "schemas": [PATCH_OP],
+        "Operations": [{"op": "replace", "path": "active", "value": False}],
+    }
     response = scim.patch(f"/Users/{user_id}", json=patch)
     assert response.status_code == 204, response.text  # scim2-server answers PATCH without a body
 
@@ -225,7 +228,10 @@ def test_stats_count_requests_and_writes(scim: httpx.Client, admin: httpx.Client
     scim.get(f"/Users/{user_id}").raise_for_status()  # read
     search = {"schemas": [SEARCH], "filter": 'userName eq "stats.user"'}
     assert scim.post("/Users/.search", json=search).json()["totalResults"] == 1  # read
-    patch = {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "nickName", "value": "s"}]}
+    patch = {
+        "schemas": [PATCH_OP],
+        "Operations": [{"op": "replace", "path": "nickName", "value": "s"}],
+    }
     scim.patch(f"/Users/{user_id}", json=patch).raise_for_status()  # write
     duplicate = scim.post("/Users", json=_user("stats.user"))  # write, refused
     assert duplicate.status_code == 409
@@ -327,7 +333,12 @@ def test_bulk_load_then_page(scim: httpx.Client, admin: httpx.Client) -> None:
 
     page = scim.get(
         "/Users",
-        params={"filter": 'userName sw "bulk-"', "sortBy": "userName", "startIndex": 11, "count": 10},
+        params={
+            "filter": 'userName sw "bulk-"',
+            "sortBy": "userName",
+            "startIndex": 11,
+            "count": 10,
+        },
     )
     assert page.status_code == 200, page.text
     body = page.json()
@@ -338,12 +349,12 @@ def test_bulk_load_then_page(scim: httpx.Client, admin: httpx.Client) -> None:
 
 
 def test_bulk_load_reports_failures(scim: httpx.Client, admin: httpx.Client) -> None:
-    users = [_user("seed.ok"), _user("seed.ok"), _user("")]
+    users: list[Any] = [_user("seed.ok"), _user("seed.ok"), {"schemas": [CORE_USER]}, "x"]
     response = admin.post("/users", json=users)
     assert response.status_code == 400
     body = response.json()
     assert body["created"] == 1
-    assert [(e["index"], e["status"]) for e in body["errors"]] == [(1, 409), (2, 400)]
+    assert [(e["index"], e["status"]) for e in body["errors"]] == [(1, 409), (2, 400), (3, 400)]
     assert _count(scim, 'userName eq "seed.ok"') == 1
 
     assert admin.post("/users", json={"userName": "x"}).status_code == 400

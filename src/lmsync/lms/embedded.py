@@ -54,8 +54,10 @@ __all__ = [
     "EmbeddedLms",
     "FaultRule",
     "LmsMiddleware",
+    "LmsUser",
     "LmsUserExtension",
     "build_app",
+    "build_provider",
     "main",
 ]
 

@@ -798,10 +798,29 @@ def _no_write(item: Planned) -> Result:
 
 
 def _count(planned: list[Planned]) -> dict[str, int]:
+    """Planned actions by kind; excluded employees are counted apart from the other no-ops."""
     counts: dict[str, int] = {}
     for item in planned:
-        counts[item.action.kind.value] = counts.get(item.action.kind.value, 0) + 1
+        key = "excluded" if item.view.excluded else item.action.kind.value
+        counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def has_ready_work(session: Session, account_id: str, now: datetime) -> bool:
+    """Whether some employee of the account is due and may be synchronized now."""
+    query = (
+        select(Employee.id)
+        .outerjoin(LmsState, LmsState.employee_id == Employee.id)
+        .where(
+            Employee.account_id == account_id,
+            Employee.lms_due_at.is_not(None),
+            (LmsState.next_attempt_at.is_(None)) | (LmsState.next_attempt_at <= now),
+            (LmsState.rejected_record_at.is_(None))
+            | (Employee.updated_at > LmsState.rejected_record_at),
+        )
+        .limit(1)
+    )
+    return session.scalar(query) is not None
 
 
 def _jsonable(values: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -42,7 +42,9 @@ def hire_employee(
         return 201, EmployeeOut.model_validate(employee).model_dump_json()
 
     print_ = fingerprint(request.url.path, body.model_dump_json())
-    return run_once(state, caller, idempotency_key, print_, action)
+    response = run_once(state, caller, idempotency_key, print_, action)
+    state.sync.changed()
+    return response
 
 
 @router.get("", response_model=Paged[EmployeeOut], summary="List employees")
@@ -111,9 +113,11 @@ async def import_employees(
         return 200, out.model_dump_json()
 
     key = None if dry_run else idempotency_key
-    return run_once(
+    response = run_once(
         state, caller, key, fingerprint(request.url.path, str(dry_run), content), action
     )
+    state.sync.changed()
+    return response
 
 
 @router.get("/{employee_id}", response_model=EmployeeOut, summary="Read an employee")
@@ -137,7 +141,9 @@ def patch_employee(
         employee, _ = employees.update(
             session, caller, account_id, employee_id, body.model_dump(exclude_unset=True)
         )
-        return EmployeeOut.model_validate(employee)
+        out = EmployeeOut.model_validate(employee)
+    state.sync.changed()
+    return out
 
 
 @router.post(
@@ -149,18 +155,22 @@ def terminate_employee(
     """The employee's LMS user becomes due for deactivation at once."""
     account_id = caller.writable_account()
     with state.uow() as session:
-        return EmployeeOut.model_validate(
+        out = EmployeeOut.model_validate(
             employees.terminate(session, caller, account_id, employee_id, body)
         )
+    state.sync.changed()
+    return out
 
 
 @router.post("/{employee_id}/rehire", response_model=EmployeeOut, summary="Rehire an employee")
 def rehire_employee(employee_id: str, body: RehireIn, state: State, caller: Caller) -> EmployeeOut:
     account_id = caller.writable_account()
     with state.uow() as session:
-        return EmployeeOut.model_validate(
+        out = EmployeeOut.model_validate(
             employees.rehire(session, caller, account_id, employee_id, body)
         )
+    state.sync.changed()
+    return out
 
 
 @router.get(

@@ -16,6 +16,7 @@ from lmsync.hr.principal import Principal
 from lmsync.security import SecretBox
 from lmsync.settings import Settings
 from lmsync.storage.database import transaction
+from lmsync.sync.service import SyncService
 from lmsync.web.schemas import Paged
 
 T = TypeVar("T")
@@ -26,6 +27,7 @@ class AppState:
     settings: Settings
     sessions: sessionmaker[Session]
     secrets: SecretBox
+    sync: SyncService
 
     @contextmanager
     def uow(self) -> Iterator[Session]:

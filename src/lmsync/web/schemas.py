@@ -110,3 +110,111 @@ class ImportReportOut(BaseModel):
     rejected_count: int
     imported: list[ImportedRowOut]
     rejected: list[RejectedRowOut]
+
+
+class ScimOptionsOut(BaseModel):
+    user_name_field: str = "email"
+    extension_urn: str | None = None
+    extension_attributes: dict[str, str] = {}
+    use_patch: bool = True
+
+
+class InterfaceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    connector: str
+    base_url: str
+    auth_type: str
+    auth_header: str
+    username: str | None
+    secret_set: bool = Field(description="Whether a secret is stored; it is never returned.")
+    portal_id: str | None
+    hourly_transfer: bool
+    sync_users: bool
+    deactivate_terminated: bool
+    options: ScimOptionsOut
+    guard_percent: int
+    guard_minimum: int
+    active: bool
+    activated_at: datetime | None
+    minute_of_hour: int
+    last_full_pass_at: datetime | None
+
+
+class FindingOut(BaseModel):
+    level: str
+    message: str
+
+
+class ConnectionReportOut(BaseModel):
+    ok: bool
+    findings: list[FindingOut]
+
+
+class RunOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    trigger: str
+    dry_run: bool
+    full: bool
+    status: str = Field(
+        description="queued | running | succeeded | partial | failed | held | approved | rejected"
+    )
+    counts: dict[str, int]
+    message: str | None
+    progress_done: int
+    progress_total: int
+    approved_run_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class OutcomeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    employee_id: str
+    action: str
+    outcome: str
+    reason: str
+    lms_user_id: str | None
+    before: dict[str, object] | None
+    after: dict[str, object] | None
+    at: datetime
+
+
+class RunDetailOut(BaseModel):
+    run: RunOut
+    outcomes: Paged[OutcomeOut]
+
+
+class RunStartedOut(BaseModel):
+    run_id: str
+    status: str
+
+
+class PreviewOut(BaseModel):
+    """What the first activation would do (nothing was written)."""
+
+    run_id: str
+    to_link: int
+    to_create: int
+    skipped_no_email: int
+    conflicts: int
+    excluded: int
+    not_created_terminated: int
+    other: dict[str, int]
+
+
+class EmployeeLmsOut(BaseModel):
+    state: str = Field(
+        description="not_linked | linked | deactivated | skipped | conflict | error | excluded"
+    )
+    made_by: str | None = Field(description="created | matched (by email)")
+    lms_user_id: str | None
+    lms_active: bool | None
+    reason: str
+    last_sync_at: datetime | None
+    next_action: str
+    next_action_at: datetime | None
+    next_action_when: str

@@ -1,0 +1,67 @@
+"""The LMS interface configuration as an HR manager submits it (Settings → Interfaces → LMS)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+
+AuthType = Literal["bearer", "api_key", "basic"]
+
+
+class ScimOptionsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_name_field: Literal["email", "employee_number"] = Field(
+        default="email", description="What the SCIM `userName` carries."
+    )
+    extension_urn: str | None = Field(
+        default="urn:ietf:params:scim:schemas:extension:lms:2.0:User",
+        description="URN of the LMS extension schema holding registration and expiration dates, "
+        "notifications and access mode; null to send none.",
+        max_length=300,
+    )
+    extension_attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Attribute names in that schema, by lmsync field: registration_date, "
+        "expiration_date, notifications_enabled, access_mode (defaults: camelCase).",
+    )
+    use_patch: bool = Field(default=True, description="false: update with PUT (no PATCH).")
+
+    @field_validator("extension_attributes")
+    @classmethod
+    def _known(cls, value: dict[str, str]) -> dict[str, str]:
+        allowed = {"registration_date", "expiration_date", "notifications_enabled", "access_mode"}
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValueError("unknown lmsync fields: " + ", ".join(unknown))
+        return value
+
+
+class InterfaceIn(BaseModel):
+    """``PUT /lms/interface``. ``secret`` is write-only: omit it to keep the stored one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connector: Literal["scim"] = "scim"
+    base_url: AnyHttpUrl = Field(examples=["https://lms.example.com/scim/v2"])
+    auth_type: AuthType = "bearer"
+    auth_header: str = Field(
+        default="X-API-Key",
+        max_length=100,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="API key header",
+    )
+    username: str | None = Field(default=None, max_length=200, description="basic auth only")
+    secret: str | None = Field(default=None, max_length=4000, description="write-only")
+    portal_id: str | None = Field(default=None, max_length=200)
+    hourly_transfer: bool = Field(
+        default=True, description="Activate automatic transfer to LMS at each hour"
+    )
+    sync_users: bool = Field(default=True, description="Synchronize LMS users")
+    deactivate_terminated: bool = Field(
+        default=True, description="Deactivate LMS users of terminated employees"
+    )
+    options: ScimOptionsIn = Field(default_factory=ScimOptionsIn)
+    guard_percent: int = Field(default=10, ge=1, le=100)
+    guard_minimum: int = Field(default=20, ge=0, le=100_000)

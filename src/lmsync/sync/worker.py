@@ -1,0 +1,118 @@
+"""The in-process triggers: due employees within seconds, and an hourly full pass per account.
+
+One background thread. ``wake()`` (called after an HR change commits) makes it look at once;
+otherwise it looks every ``poll_seconds``. Accounts are spread over the hour by their interface's
+``minute_of_hour``. With "automatic transfer at each hour" off, it leaves the account alone: only
+a manual sync writes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from lmsync.domain.errors import Conflict
+from lmsync.storage.tables import Account, LmsInterface, utcnow
+from lmsync.sync.engine import RunOptions, SyncEngine, has_ready_work
+
+log = structlog.get_logger("lmsync.worker")
+
+
+def next_full_pass(
+    last: datetime | None, minute_of_hour: int, activated: datetime | None
+) -> datetime:
+    """The first time at ``minute_of_hour`` at least 30 minutes after the last full pass."""
+    base = last or activated or utcnow()
+    candidate = base.replace(minute=minute_of_hour % 60, second=0, microsecond=0)
+    while candidate < base + timedelta(minutes=30):
+        candidate += timedelta(hours=1)
+    return candidate
+
+
+class SyncWorker:
+    def __init__(
+        self,
+        engine: SyncEngine,
+        sessions: sessionmaker[Session],
+        *,
+        poll_seconds: float = 2.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.sessions = sessions
+        self.poll_seconds = poll_seconds
+        self.clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="lmsync-sync-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception:  # the worker must survive anything one account does
+                log.exception("sync worker tick failed")
+            self._wake.wait(self.poll_seconds)
+
+    def tick(self) -> int:
+        """Run what is due now; returns how many runs were started."""
+        now = self.clock()
+        with self.sessions() as session:
+            rows = session.execute(
+                select(
+                    LmsInterface.account_id,
+                    LmsInterface.last_full_pass_at,
+                    LmsInterface.minute_of_hour,
+                    LmsInterface.activated_at,
+                )
+                .join(Account, Account.id == LmsInterface.account_id)
+                .where(
+                    LmsInterface.active.is_(True),
+                    LmsInterface.hourly_transfer.is_(True),
+                    Account.user_sync_enabled.is_(True),
+                )
+            ).all()
+            work = [
+                (
+                    row.account_id,
+                    has_ready_work(session, row.account_id, now),
+                    now
+                    >= next_full_pass(row.last_full_pass_at, row.minute_of_hour, row.activated_at),
+                )
+                for row in rows
+            ]
+        started = 0
+        for account_id, due, hourly in work:
+            if self._stop.is_set():
+                break
+            for wanted, options in (
+                (due, RunOptions(trigger="change")),
+                (hourly, RunOptions(trigger="hourly", full=True)),
+            ):
+                if not wanted:
+                    continue
+                try:
+                    self.engine.run(account_id, options)
+                    started += 1
+                except Conflict:
+                    log.info("sync busy; will look again", account_id=account_id)
+        return started

@@ -1,0 +1,212 @@
+"""``/api/v1/lms``: the LMS interface (configure, test, activate), syncs, runs and approvals."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from lmsync.domain.interface import InterfaceIn
+from lmsync.sync.engine import RunSummary
+from lmsync.web.deps import Caller, Paging, State, paged
+from lmsync.web.problems import PROBLEM_RESPONSES
+from lmsync.web.schemas import (
+    ConnectionReportOut,
+    EmployeeLmsOut,
+    FindingOut,
+    InterfaceOut,
+    OutcomeOut,
+    Paged,
+    PreviewOut,
+    RunDetailOut,
+    RunOut,
+    RunStartedOut,
+    ScimOptionsOut,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["lms"], responses=PROBLEM_RESPONSES)
+
+
+class ActivateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dry_run: bool = True
+
+
+class SyncIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dry_run: bool = False
+    full: bool = False
+
+
+def _interface_out(interface: object) -> InterfaceOut:
+    return InterfaceOut.model_validate(
+        {
+            **{
+                k: getattr(interface, k) for k in InterfaceOut.model_fields if hasattr(interface, k)
+            },
+            "secret_set": bool(getattr(interface, "secret_encrypted", None)),
+            "options": ScimOptionsOut.model_validate(getattr(interface, "options", {}) or {}),
+        }
+    )
+
+
+def _started(run_id: str) -> JSONResponse:
+    return JSONResponse(
+        RunStartedOut(run_id=run_id, status="queued").model_dump(),
+        status_code=202,
+        headers={"Location": f"/api/v1/lms/runs/{run_id}"},
+    )
+
+
+def _preview(summary: RunSummary) -> PreviewOut:
+    counts = dict(summary.counts)
+    known = {
+        "link": "to_link",
+        "create": "to_create",
+        "skip": "skipped_no_email",
+        "conflict": "conflicts",
+        "excluded": "excluded",
+    }
+    values = {name: counts.pop(kind, 0) for kind, name in known.items()}
+    return PreviewOut(
+        run_id=summary.run_id,
+        not_created_terminated=0,
+        other=counts,
+        **values,
+    )
+
+
+@router.get("/lms/interface", response_model=InterfaceOut, summary="The LMS interface")
+def get_interface(state: State, caller: Caller) -> InterfaceOut:
+    with state.uow() as session:
+        return _interface_out(state.sync.get_interface(session, caller.account()))
+
+
+@router.put("/lms/interface", response_model=InterfaceOut, summary="Configure the LMS interface")
+def put_interface(body: InterfaceIn, state: State, caller: Caller) -> InterfaceOut:
+    """The secret is write-only: omit it to keep the stored one, send "" to clear it."""
+    account_id = caller.writable_account()
+    with state.uow() as session:
+        return _interface_out(state.sync.put_interface(session, account_id, body))
+
+
+@router.post(
+    "/lms/interface/test",
+    response_model=ConnectionReportOut,
+    summary="Test connection (reads discovery documents; never writes)",
+)
+def test_interface(state: State, caller: Caller) -> ConnectionReportOut:
+    report = state.sync.test_interface(caller.writable_account())
+    return ConnectionReportOut(
+        ok=report.ok,
+        findings=[FindingOut(level=f.level, message=f.message) for f in report.findings],
+    )
+
+
+@router.post(
+    "/lms/interface/activate",
+    summary="Activate the interface (dry_run: the preview; otherwise starts the first run)",
+    responses={200: {"model": PreviewOut}, 202: {"model": RunStartedOut}},
+)
+def activate(body: ActivateIn, state: State, caller: Caller) -> JSONResponse:
+    account_id = caller.writable_account()
+    result = state.sync.activate(account_id, dry_run=body.dry_run, actor=caller.user_id)
+    if isinstance(result, RunSummary):
+        return JSONResponse(_preview(result).model_dump())
+    return _started(result)
+
+
+@router.post(
+    "/lms/sync",
+    summary="Sync now (dry_run answers with the finished run; otherwise 202 and the run id)",
+    responses={200: {"model": RunOut}, 202: {"model": RunStartedOut}},
+)
+def sync_now(body: SyncIn, state: State, caller: Caller) -> JSONResponse:
+    account_id = caller.writable_account()
+    result = state.sync.sync(account_id, dry_run=body.dry_run, full=body.full, actor=caller.user_id)
+    if isinstance(result, RunSummary):
+        with state.uow() as session:
+            run = state.sync.get_run(session, account_id, result.run_id)
+            return JSONResponse(RunOut.model_validate(run).model_dump(mode="json"))
+    return _started(result)
+
+
+@router.get("/lms/runs", response_model=Paged[RunOut], summary="Sync history")
+def list_runs(state: State, caller: Caller, page: Paging, request: Request) -> Paged[RunOut]:
+    with state.uow() as session:
+        rows, total = state.sync.list_runs(
+            session, caller.account(), limit=page.limit, offset=page.offset
+        )
+        return paged(request, page, [RunOut.model_validate(r) for r in rows], total)
+
+
+@router.get("/lms/runs/{run_id}", response_model=RunDetailOut, summary="One run and its outcomes")
+def get_run(
+    run_id: str,
+    state: State,
+    caller: Caller,
+    page: Paging,
+    request: Request,
+    action: Annotated[str | None, Query(max_length=16)] = None,
+    outcome: Annotated[str | None, Query(max_length=16)] = None,
+) -> RunDetailOut:
+    with state.uow() as session:
+        run = state.sync.get_run(session, caller.account(), run_id)
+        rows, total = state.sync.list_outcomes(
+            session, run_id, action=action, outcome=outcome, limit=page.limit, offset=page.offset
+        )
+        return RunDetailOut(
+            run=RunOut.model_validate(run),
+            outcomes=paged(request, page, [OutcomeOut.model_validate(o) for o in rows], total),
+        )
+
+
+@router.post(
+    "/lms/runs/{run_id}/approve",
+    status_code=202,
+    response_model=RunStartedOut,
+    summary="Approve a run held by the deactivation guard (runs it again, past the guard)",
+)
+def approve_run(run_id: str, state: State, caller: Caller) -> JSONResponse:
+    account_id = caller.writable_account()
+    new_id = state.sync.decide_held(account_id, run_id, approve=True, actor=caller.user_id)
+    assert new_id is not None
+    return _started(new_id)
+
+
+@router.post(
+    "/lms/runs/{run_id}/reject",
+    response_model=RunOut,
+    summary="Reject a held run (nothing is written)",
+)
+def reject_run(run_id: str, state: State, caller: Caller) -> RunOut:
+    account_id = caller.writable_account()
+    state.sync.decide_held(account_id, run_id, approve=False, actor=caller.user_id)
+    with state.uow() as session:
+        return RunOut.model_validate(state.sync.get_run(session, account_id, run_id))
+
+
+@router.get(
+    "/employees/{employee_id}/lms",
+    response_model=EmployeeLmsOut,
+    tags=["employees"],
+    summary="The employee's LMS state, the reason, and what happens next and when",
+)
+def employee_lms(employee_id: str, state: State, caller: Caller) -> EmployeeLmsOut:
+    with state.uow() as session:
+        info = state.sync.employee_state(session, caller.account(), employee_id)
+    return EmployeeLmsOut.model_validate(info, from_attributes=True)
+
+
+@router.post(
+    "/employees/{employee_id}/lms/sync",
+    status_code=202,
+    response_model=RunStartedOut,
+    tags=["employees"],
+    summary="Sync this employee now",
+)
+def sync_employee(employee_id: str, state: State, caller: Caller) -> JSONResponse:
+    account_id = caller.writable_account()
+    return _started(state.sync.sync_employee(account_id, employee_id, caller.user_id))
