@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, or_, select
+from sqlalchemy import update as sa_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -149,12 +150,26 @@ def update(
     changed = {name for name, value in asdict(data).items() if getattr(employee, name) != value}
     if not changed:
         return employee, changed
+    old_email_key = employee.work_email_key
     for name in changed:
         setattr(employee, name, getattr(data, name))
     now = utcnow()
     employee.updated_at = now
     if changed & LMS_RELEVANT_FIELDS or "work_email_key" in changed:
         employee.lms_due_at = now
+    if "work_email_key" in changed:
+        # Whoever shared the old address (a duplicate now resolved) or shares the new one (a
+        # duplicate now created) must be looked at again too.
+        keys = {k for k in (old_email_key, employee.work_email_key) if k is not None}
+        session.execute(
+            sa_update(Employee)
+            .where(
+                Employee.account_id == account_id,
+                Employee.id != employee.id,
+                Employee.work_email_key.in_(keys),
+            )
+            .values(lms_due_at=now)
+        )
     _flush_unique(session)
     public = sorted(changed - {"work_email_key", "home_phone_e164", "cell_phone_e164"})
     if "lms_excluded" in changed:

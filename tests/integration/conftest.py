@@ -1,0 +1,202 @@
+"""A real SCIM LMS process (scim2-server, ``python -m lmsync.lms.embedded``) and an lmsync app
+wired to it, on each database backend."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from lmsync.settings import Settings
+from lmsync.web.app import create_app
+from tests.conftest import World
+
+LMS_TOKEN = "lms-test-token"
+
+
+@dataclass
+class LmsProcess:
+    """The SCIM server in its own process, and its admin endpoints."""
+
+    base_url: str
+    admin_url: str
+    token: str
+
+    def _http(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/scim+json",
+            },
+            timeout=30,
+        )
+
+    def users(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        with self._http() as http:
+            start = 1
+            while True:
+                body = http.get("/Users", params={"startIndex": start, "count": 1000}).json()
+                out.extend(body.get("Resources", []))
+                start += len(body.get("Resources", []))
+                if not body.get("Resources") or start > body["totalResults"]:
+                    return out
+
+    def by_email(self, email: str) -> list[dict[str, Any]]:
+        key = email.casefold()
+        return [
+            u
+            for u in self.users()
+            if any(e["value"].casefold() == key for e in u.get("emails", []))
+        ]
+
+    def delete(self, user_id: str) -> None:
+        with self._http() as http:
+            assert http.delete(f"/Users/{user_id}").status_code == 204
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = httpx.get(f"{self.admin_url}/stats").json()
+        return result
+
+    def reset_stats(self) -> None:
+        httpx.post(f"{self.admin_url}/stats/reset").raise_for_status()
+
+    def fault(self, **rule: Any) -> None:
+        httpx.post(f"{self.admin_url}/faults", json=rule).raise_for_status()
+
+    def load(self, users: list[dict[str, Any]]) -> None:
+        response = httpx.post(f"{self.admin_url}/users", json=users, timeout=120)
+        assert response.status_code == 200, response.text
+
+
+def scim_user(
+    email: str, first: str = "Pre", last: str = "Existing", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": email,
+        "name": {"givenName": first, "familyName": last},
+        "emails": [{"value": email, "type": "work", "primary": True}],
+        "active": True,
+        **extra,
+    }
+
+
+@pytest.fixture
+def lms(tmp_path: Path) -> Iterator[LmsProcess]:
+    log = (tmp_path / "lms.log").open("w")
+    with subprocess.Popen(
+        [sys.executable, "-m", "lmsync.lms.embedded", "--port", "0", "--token", LMS_TOKEN],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            assert line.startswith("ready "), line
+            base = line.removeprefix("ready ")
+            yield LmsProcess(
+                base_url=base, admin_url=base.removesuffix("/v2") + "/_admin", token=LMS_TOKEN
+            )
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+            log.close()
+
+
+@dataclass
+class Harness:
+    client: TestClient
+    world: World
+    lms: LmsProcess
+
+    @property
+    def mhr(self) -> dict[str, str]:
+        return World.auth(self.world.mhr_a)
+
+    def hire(self, number: str, email: str | None, **fields: Any) -> dict[str, Any]:
+        body = {
+            "employee_number": number,
+            "first_name": "Zoë",
+            "last_name": f"Ngô {number}",
+            "work_email": email,
+            "hire_date": "2024-01-02",
+            **fields,
+        }
+        response = self.client.post("/api/v1/employees", json=body, headers=self.mhr)
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def lms_state(self, employee_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/api/v1/employees/{employee_id}/lms", headers=self.mhr)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def activate(self) -> dict[str, Any]:
+        response = self.client.post(
+            "/api/v1/lms/interface/activate", json={"dry_run": False}, headers=self.mhr
+        )
+        assert response.status_code == 202, response.text
+        return self.wait_run(response.json()["run_id"])
+
+    def sync(self, *, full: bool = False) -> dict[str, Any]:
+        response = self.client.post("/api/v1/lms/sync", json={"full": full}, headers=self.mhr)
+        assert response.status_code == 202, response.text
+        return self.wait_run(response.json()["run_id"])
+
+    def run(self, run_id: str, **params: Any) -> dict[str, Any]:
+        response = self.client.get(f"/api/v1/lms/runs/{run_id}", params=params, headers=self.mhr)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def wait_run(self, run_id: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.run(run_id)["run"]
+            if run["status"] not in ("queued", "running"):
+                return run
+            time.sleep(0.05)
+        raise AssertionError(f"run {run_id} did not finish in {timeout}s")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10, step: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+def configure(client: TestClient, world: World, lms: LmsProcess, **overrides: Any) -> None:
+    enabled = client.patch(
+        f"/api/v1/accounts/{world.account_a}",
+        json={"user_sync_enabled": True},
+        headers=World.auth(world.operator),
+    )
+    assert enabled.status_code == 200
+    body = {"base_url": lms.base_url, "auth_type": "bearer", "secret": lms.token, **overrides}
+    response = client.put("/api/v1/lms/interface", json=body, headers=World.auth(world.mhr_a))
+    assert response.status_code == 200, response.text
+
+
+@pytest.fixture
+def harness(settings: Settings, world: World, lms: LmsProcess) -> Iterator[Harness]:
+    app = create_app(settings, poll_seconds=0.1)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        configure(client, world, lms)
+        yield Harness(client, world, lms)
