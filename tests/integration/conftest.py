@@ -165,7 +165,7 @@ class Harness:
     def wait_run(self, run_id: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            run = self.run(run_id)["run"]
+            run: dict[str, Any] = self.run(run_id)["run"]
             if run["status"] not in ("queued", "running"):
                 return run
             time.sleep(0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from functools import partial
 
 from tests.integration.conftest import Harness, scim_user, wait_for
 
@@ -298,8 +299,8 @@ def test_transient_failures_are_survived(harness: Harness) -> None:
     stats = harness.lms.stats()
     assert stats["faulted"] == 3
     assert len(harness.lms.users()) == 2
-    for employee in (first, second):
-        wait_for(lambda e=employee: harness.lms_state(e["id"])["state"] == "linked")
+    for employee_id in (first["id"], second["id"]):
+        wait_for(partial(lambda i: harness.lms_state(i)["state"] == "linked", employee_id))
 
 
 def test_deactivation_guard_holds_then_approval_applies(harness: Harness) -> None:

@@ -179,6 +179,13 @@ def normalize_employee(raw: Mapping[str, Any], *, today: date) -> EmployeeData:
         except NormalizationError as exc:
             errors.append(FieldError(name, exc.message))
     hire_date = raw.get("hire_date") or today
+    if isinstance(hire_date, str):
+        try:
+            hire_date = date.fromisoformat(hire_date)
+        except ValueError:
+            errors.append(FieldError("hire_date", "must be a date (YYYY-MM-DD)"))
+    elif not isinstance(hire_date, date):
+        errors.append(FieldError("hire_date", "must be a date (YYYY-MM-DD)"))
     if errors:
         raise ValidationFailed(errors)
     return EmployeeData(

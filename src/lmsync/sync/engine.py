@@ -9,6 +9,7 @@ concurrency and records links, per-employee states and the run's outcomes in bat
 from __future__ import annotations
 
 import math
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -55,7 +56,7 @@ from lmsync.sync.rules import Action, EmployeeView, Kind, LinkView, RemoteUser, 
 
 log = structlog.get_logger("lmsync.sync")
 
-LOCK_LEASE = timedelta(minutes=15)
+LOCK_LEASE = timedelta(seconds=60)  # renewed every third of it while the run lives
 BATCH = 200
 # Above this many unlinked employees, page through all LMS users once instead of one lookup each.
 LIST_ALL_THRESHOLD = 50
@@ -146,6 +147,7 @@ class SyncEngine:
         concurrency: int = 16,
         retry_attempts: int = 5,
         owner: str | None = None,
+        lock_lease: timedelta = LOCK_LEASE,
     ) -> None:
         self.sessions = sessions
         self.secrets = secrets
@@ -153,6 +155,7 @@ class SyncEngine:
         self.concurrency = concurrency
         self.retry_attempts = retry_attempts
         self.owner = owner or uuid.uuid4().hex
+        self.lock_lease = lock_lease
 
     # -- locking -------------------------------------------------------------------------------
     def _acquire(self, account_id: str) -> bool:
@@ -164,9 +167,22 @@ class SyncEngine:
                     LmsInterface.account_id == account_id,
                     (LmsInterface.lock_owner.is_(None)) | (LmsInterface.lock_until < now),
                 )
-                .values(lock_owner=self.owner, lock_until=now + LOCK_LEASE)
+                .values(lock_owner=self.owner, lock_until=now + self.lock_lease)
             )
             return bool(getattr(result, "rowcount", 0))
+
+    def _renew(self, account_id: str, stop: threading.Event) -> None:
+        """Keep the lease while the run lives; a crashed process loses it within one lease."""
+        while not stop.wait(self.lock_lease.total_seconds() / 3):
+            with self.sessions() as session, session.begin():
+                session.execute(
+                    update(LmsInterface)
+                    .where(
+                        LmsInterface.account_id == account_id,
+                        LmsInterface.lock_owner == self.owner,
+                    )
+                    .values(lock_until=utcnow() + self.lock_lease)
+                )
 
     def _release(self, account_id: str) -> None:
         with self.sessions() as session, session.begin():
@@ -185,16 +201,19 @@ class SyncEngine:
     # -- the run -------------------------------------------------------------------------------
     def run(self, account_id: str, options: RunOptions) -> RunSummary:
         """Run the rules for ``account_id``. Raises ``SyncBusy`` when a sync already runs."""
-        locked = False
-        if not options.dry_run:
-            if not self._acquire(account_id):
-                raise SyncBusy("a sync of this account is already running")
-            locked = True
+        if options.dry_run:
+            return self._run(account_id, options)
+        if not self._acquire(account_id):
+            raise SyncBusy("a sync of this account is already running")
+        stop = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(account_id, stop), daemon=True)
+        renewer.start()
         try:
             return self._run(account_id, options)
         finally:
-            if locked:
-                self._release(account_id)
+            stop.set()
+            renewer.join()
+            self._release(account_id)
 
     def _start_run(self, session: Session, account_id: str, options: RunOptions) -> SyncRun:
         run = session.get(SyncRun, options.run_id) if options.run_id else None
