@@ -178,13 +178,8 @@ def normalize_employee(raw: Mapping[str, Any], *, today: date) -> EmployeeData:
             texts[name] = clean_text(raw.get(name), max_length=limit)
         except NormalizationError as exc:
             errors.append(FieldError(name, exc.message))
-    hire_date = raw.get("hire_date") or today
-    if isinstance(hire_date, str):
-        try:
-            hire_date = date.fromisoformat(hire_date)
-        except ValueError:
-            errors.append(FieldError("hire_date", "must be a date (YYYY-MM-DD)"))
-    elif not isinstance(hire_date, date):
+    hire_date = _as_date(raw.get("hire_date") or today)
+    if hire_date is None:
         errors.append(FieldError("hire_date", "must be a date (YYYY-MM-DD)"))
     if errors:
         raise ValidationFailed(errors)
@@ -206,9 +201,20 @@ def normalize_employee(raw: Mapping[str, Any], *, today: date) -> EmployeeData:
         province=province,
         country=country,
         postal_code=texts["postal_code"],
-        hire_date=hire_date,
+        hire_date=hire_date or today,
         lms_excluded=bool(raw.get("lms_excluded") or False),
     )
+
+
+def _as_date(value: object) -> date | None:
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _maybe(value: str | None, fn: Callable[[str], Any]) -> Any:
