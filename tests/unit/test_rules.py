@@ -482,6 +482,9 @@ POOL = ("ann@x.com", "bob@x.com", "cy@y.org")
 VALUES = ("A", "B", None)
 FIELD_NAMES = ("first_name", "job_title")
 EMPLOYEE_IDS = ("e1", "e2", "e3")
+# Booleans biased so that in-scope, active, non-excluded employees (where the rules act) are common.
+likely = st.sampled_from((True, True, True, False))
+unlikely = likely.map(lambda b: not b)
 USER_IDS = ("u1", "u2", "u3", "u4")
 
 
@@ -503,10 +506,10 @@ def employees(draw: st.DrawFn) -> EmployeeView:
     email_key = draw(st.sampled_from((None, *POOL)))
     return EmployeeView(
         id=draw(st.sampled_from(EMPLOYEE_IDS)),
-        active=draw(st.booleans()),
-        excluded=draw(st.booleans()),
+        active=draw(likely),
+        excluded=draw(unlikely),
         email_key=email_key,
-        email_shared=draw(st.booleans()),
+        email_shared=draw(unlikely),
         desired=draw(field_values(email_key)),
     )
 
@@ -532,12 +535,12 @@ def links(draw: st.DrawFn) -> LinkView:
         lms_user_id=user_id,
         lms_active=draw(st.booleans()),
         written=draw(field_values(email)),
-        gone=draw(st.booleans()),
+        gone=draw(unlikely),
         remote=draw(st.none() | remote_users(user_id)),
     )
 
 
-scopes = st.builds(Scope, st.booleans(), st.booleans(), st.booleans(), st.booleans())
+scopes = st.builds(Scope, likely, likely, likely, likely)
 match_tuples = st.none() | st.lists(remote_users(), max_size=3, unique_by=lambda u: u.id).map(tuple)
 
 
@@ -715,8 +718,8 @@ def accounts(draw: st.DrawFn) -> Account:
         raw.append(
             (
                 f"e{index}",
-                draw(st.booleans()),
-                draw(st.booleans()),
+                draw(likely),
+                draw(unlikely),
                 email_key,
                 draw(field_values(email_key)),
             )

@@ -716,7 +716,8 @@ class SyncEngine:
                 state.next_attempt_at = None
                 state.rejected_record_at = item.employee.updated_at
         else:
-            counts[action_kind] = counts.get(action_kind, 0) + 1
+            key = "excluded" if item.view.excluded else action_kind
+            counts[key] = counts.get(key, 0) + 1
             kind = item.action.kind
             state.outcome = {Kind.SKIP: "skipped", Kind.CONFLICT: "conflict"}.get(kind, "ok")
             if kind == Kind.CORRELATE:  # the email lookup itself failed
