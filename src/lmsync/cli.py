@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from lmsync.domain.accounts import AccountCreateIn, AccountPatchIn
 from lmsync.domain.errors import DomainError, ValidationFailed
+from lmsync.domain.interface import InterfaceIn
 from lmsync.hr import accounts, csv_import
 from lmsync.hr.principal import Principal
 from lmsync.log_config import configure
+from lmsync.security import SecretBox
 from lmsync.settings import Settings
 from lmsync.storage import migrate
 from lmsync.storage.database import make_engine, make_session_factory, transaction
+from lmsync.storage.tables import SyncRun
+from lmsync.sync.engine import RunOptions, RunSummary, SyncEngine
+from lmsync.sync.service import SyncService
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
@@ -26,11 +34,13 @@ account_app = typer.Typer(no_args_is_help=True, help="Accounts (companies).")
 user_app = typer.Typer(no_args_is_help=True, help="Logins and their roles.")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens.")
 employees_app = typer.Typer(no_args_is_help=True, help="Employees.")
+lms_app = typer.Typer(no_args_is_help=True, help="The account's LMS interface.")
 app.add_typer(db_app, name="db")
 app.add_typer(account_app, name="account")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(employees_app, name="employees")
+app.add_typer(lms_app, name="lms")
 
 OPERATOR = Principal(user_id="cli", email="cli", is_operator=True, account_id=None, role=None)
 
@@ -172,6 +182,160 @@ def employees_import(
                 typer.echo(f"  line {row.line}: {error.field}: {error.message}")
     if report.rejected:
         raise typer.Exit(2)
+
+
+def _sync_service() -> tuple[SyncService, Engine]:
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url())
+    migrate.upgrade(engine)
+    sessions = make_session_factory(engine)
+    box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
+    return SyncService(sessions, box, SyncEngine(sessions, box)), engine
+
+
+@lms_app.command("configure")
+def lms_configure(
+    account: Annotated[str, typer.Option(help="Account id.")],
+    url: Annotated[str, typer.Option(help="The LMS's SCIM base URL.")],
+    auth_type: Annotated[str, typer.Option(help="bearer, api_key or basic.")] = "bearer",
+    secret_stdin: Annotated[
+        bool, typer.Option("--secret-stdin", help="Read the token/key/password from stdin.")
+    ] = False,
+    username: Annotated[str | None, typer.Option(help="User name (basic auth).")] = None,
+    auth_header: Annotated[str, typer.Option(help="Header carrying an API key.")] = "X-API-Key",
+    portal_id: Annotated[str | None, typer.Option(help="The LMS portal id, if any.")] = None,
+    hourly: Annotated[
+        bool, typer.Option(help="Activate automatic transfer to LMS at each hour.")
+    ] = True,
+    sync_users: Annotated[bool, typer.Option(help="Synchronize LMS users.")] = True,
+    deactivate: Annotated[
+        bool, typer.Option(help="Deactivate LMS users of terminated employees.")
+    ] = True,
+    user_name_field: Annotated[
+        str, typer.Option(help="What the SCIM userName carries: email or employee_number.")
+    ] = "email",
+) -> None:
+    """Configure (or reconfigure) the account's LMS interface."""
+    secret = sys.stdin.readline().rstrip("\n") if secret_stdin else None
+    try:
+        data = InterfaceIn.model_validate(
+            {
+                "base_url": url,
+                "auth_type": auth_type,
+                "secret": secret,
+                "username": username,
+                "auth_header": auth_header,
+                "portal_id": portal_id,
+                "hourly_transfer": hourly,
+                "sync_users": sync_users,
+                "deactivate_terminated": deactivate,
+                "options": {"user_name_field": user_name_field},
+            }
+        )
+    except ValidationError as exc:
+        for error in csv_import.pydantic_field_errors(exc):
+            typer.echo(f"error: {error.field}: {error.message}", err=True)
+        raise typer.Exit(1) from exc
+    service, engine = _sync_service()
+    try:
+        with _session() as session:
+            accounts.get_account(session, account)
+            service.put_interface(session, account, data)
+    finally:
+        service.close()
+        engine.dispose()
+    typer.echo("LMS interface saved")
+
+
+@lms_app.command("test")
+def lms_test(account: Annotated[str, typer.Option(help="Account id.")]) -> None:
+    """Test the connection: discovery documents, credentials, schemas. Writes nothing."""
+    service, engine = _sync_service()
+    try:
+        report = service.test_interface(account)
+    except DomainError as exc:
+        raise _fail(exc.message) from exc
+    finally:
+        service.close()
+        engine.dispose()
+    for finding in report.findings:
+        typer.echo(f"  [{finding.level:>7}] {finding.message}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def sync(
+    account: Annotated[str, typer.Option(help="Account id.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; write nothing.")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="All employees, not only the due ones.")
+    ] = False,
+    activate: Annotated[
+        bool, typer.Option("--activate", help="The first activation (marks the interface active).")
+    ] = False,
+) -> None:
+    """Synchronize an account now, with a progress bar and a summary table."""
+    service, engine = _sync_service()
+    try:
+        with service.sessions() as session:
+            interface = service.get_interface(session, account)
+            if activate and not dry_run:
+                interface.active = True
+                session.commit()
+        options = RunOptions(
+            trigger="activation" if activate else "manual",
+            dry_run=dry_run,
+            full=full or activate,
+            activating=activate,
+        )
+        summary = _run_with_progress(service, account, options)
+    except DomainError as exc:
+        raise _fail(exc.message) from exc
+    finally:
+        service.close()
+        engine.dispose()
+    verb = "planned" if dry_run else "done"
+    typer.echo(f"\nrun {summary.run_id}: {summary.status}")
+    if summary.message:
+        typer.echo(f"  {summary.message}")
+    typer.echo(f"  {'action':<12} {verb:>7}")
+    for action, count in sorted(summary.counts.items()):
+        typer.echo(f"  {action:<12} {count:>7}")
+    if summary.status in ("failed", "held", "partial"):
+        raise typer.Exit(1)
+
+
+def _run_with_progress(service: SyncService, account: str, options: RunOptions) -> RunSummary:
+    result: list[RunSummary | BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(service.run_now(account, options))
+        except BaseException as exc:  # handed to the main thread
+            result.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    with typer.progressbar(length=1, label="syncing", file=sys.stderr) as bar:
+        shown = 0
+        while worker.is_alive():
+            worker.join(0.2)
+            with service.sessions() as session:
+                run = session.scalars(
+                    select(SyncRun)
+                    .where(SyncRun.account_id == account)
+                    .order_by(SyncRun.started_at.desc())
+                    .limit(1)
+                ).first()
+            if run is not None and run.progress_total:
+                bar.length = run.progress_total
+                bar.update(run.progress_done - shown)
+                shown = run.progress_done
+    outcome = result[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 @app.command()

@@ -1,0 +1,186 @@
+"""The engine against the in-memory fake LMS: retries, rejections, locking, dry runs, guard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from lmsync.domain.accounts import AccountCreateIn
+from lmsync.domain.employees import TerminateIn
+from lmsync.domain.interface import InterfaceIn
+from lmsync.hr import accounts, employees
+from lmsync.lms.base import Connector, MisconfiguredError, RejectedError, TransientError
+from lmsync.lms.fake import FakeLms
+from lmsync.security import SecretBox
+from lmsync.storage.database import make_session_factory, transaction
+from lmsync.storage.tables import Employee, LmsInterface, LmsLink, LmsState, SyncOutcome, utcnow
+from lmsync.sync.engine import RunOptions, SyncBusy, SyncEngine, has_ready_work
+from lmsync.sync.service import SyncService
+
+
+class Setup:
+    def __init__(self, engine: Engine, tmp_path: Path) -> None:
+        self.sessions: sessionmaker[Session] = make_session_factory(engine)
+        self.secrets = SecretBox.from_settings(None, tmp_path)
+        self.lms = FakeLms()
+        self.dry_lms = FakeLms(dry_run=True)
+        self.dry_lms.users = self.lms.users  # the same LMS, seen through a dry-run transport
+        self.engine = SyncEngine(
+            self.sessions, self.secrets, connector_factory=self.factory, retry_attempts=2
+        )
+        self.service = SyncService(self.sessions, self.secrets, self.engine)
+        with transaction(self.sessions) as s:
+            account = accounts.create_account(s, AccountCreateIn(name="A", company_name="A inc."))
+            account.user_sync_enabled = True
+            self.account_id = account.id
+            self.service.put_interface(
+                s, account.id, InterfaceIn.model_validate({"base_url": "http://fake.example"})
+            )
+            self.service.get_interface(s, account.id).active = True
+
+    def factory(self, interface: LmsInterface, secret: str | None, dry_run: bool) -> Connector:
+        return self.dry_lms if dry_run else self.lms
+
+    def hire(self, n: int, email: str | None = None, **extra: Any) -> str:
+        with transaction(self.sessions) as s:
+            employee = employees.hire(
+                s,
+                None,
+                self.account_id,
+                {
+                    "employee_number": str(n),
+                    "first_name": "F",
+                    "last_name": f"L{n}",
+                    "work_email": email if email is not None else f"p{n}@example.com",
+                    "hire_date": "2024-01-01",
+                    **extra,
+                },
+            )
+            return employee.id
+
+    def run(self, **options: Any) -> Any:
+        return self.engine.run(
+            self.account_id, RunOptions(trigger=options.pop("trigger", "change"), **options)
+        )
+
+    def state(self, employee_id: str) -> LmsState:
+        with self.sessions() as s:
+            return s.get_one(LmsState, employee_id)
+
+    def due(self, employee_id: str) -> bool:
+        with self.sessions() as s:
+            return s.get_one(Employee, employee_id).lms_due_at is not None
+
+
+@pytest.fixture
+def setup(engine: Engine, tmp_path: Path) -> Iterator[Setup]:
+    s = Setup(engine, tmp_path)
+    yield s
+    s.service.close()
+
+
+def test_creates_and_second_run_writes_nothing(setup: Setup) -> None:
+    ids = [setup.hire(n) for n in range(3)]
+    summary = setup.run()
+    assert summary.counts == {"create": 3}
+    assert not any(setup.due(i) for i in ids)
+    writes = setup.lms.writes()
+    again = setup.run(full=True, trigger="hourly")
+    assert again.status == "succeeded"
+    assert setup.lms.writes() == writes
+
+
+def test_rejection_waits_for_a_record_change(setup: Setup) -> None:
+    employee_id = setup.hire(1)
+    setup.lms.fail_next.append(RejectedError("the LMS refused the data: bad name"))
+    summary = setup.run()
+    assert summary.counts.get("failed") == 1
+    state = setup.state(employee_id)
+    assert (state.outcome, state.reason) == ("error", "the LMS refused the data: bad name")
+    assert state.rejected_record_at is not None
+    with setup.sessions() as s:
+        assert not has_ready_work(s, setup.account_id, utcnow())
+    assert setup.run().counts == {}  # not retried while the record is the same
+    with transaction(setup.sessions) as s:
+        employees.update(s, None, setup.account_id, employee_id, {"last_name": "Fixed"})
+    with setup.sessions() as s:
+        assert has_ready_work(s, setup.account_id, utcnow())
+    assert setup.run().counts == {"create": 1}
+    assert setup.state(employee_id).outcome == "ok"
+
+
+def test_transient_failure_is_retried_then_scheduled(setup: Setup) -> None:
+    employee_id = setup.hire(1)
+    setup.lms.fail_next.append(TransientError("503", retry_after=0))
+    assert setup.run().counts == {"create": 1}  # retried within the run
+    other = setup.hire(2)
+    setup.lms.fail_next.extend([TransientError("503", retry_after=0)] * 2)
+    summary = setup.run()
+    assert summary.status == "partial"
+    state = setup.state(other)
+    assert state.outcome == "error"
+    assert state.attempts == 1
+    assert state.next_attempt_at is not None
+    assert state.next_attempt_at > utcnow() + timedelta(seconds=30)
+    assert setup.due(other)  # still due: the worker tries again later
+    assert setup.state(employee_id).outcome == "ok"
+
+
+def test_misconfiguration_fails_the_run_and_keeps_work_due(setup: Setup) -> None:
+    employee_id = setup.hire(1)
+    setup.lms.fail_next.append(MisconfiguredError("401: the LMS refused the credentials"))
+    summary = setup.run()
+    assert summary.status == "failed"
+    assert "credentials" in (summary.message or "")
+    assert setup.due(employee_id)
+
+
+def test_one_sync_per_account(setup: Setup) -> None:
+    assert setup.engine._acquire(setup.account_id)
+    with pytest.raises(SyncBusy):
+        setup.run()
+    setup.engine._release(setup.account_id)
+    other = SyncEngine(setup.sessions, setup.secrets, connector_factory=setup.factory)
+    assert other._acquire(setup.account_id)
+    assert not setup.engine._acquire(setup.account_id)
+    other._release(setup.account_id)
+
+
+def test_dry_run_plans_without_writing(setup: Setup) -> None:
+    ids = [setup.hire(n) for n in range(4)]
+    summary = setup.run(dry_run=True, trigger="manual")
+    assert summary.counts == {"create": 4}
+    assert setup.lms.users == {}
+    assert all(setup.due(i) for i in ids)
+    with setup.sessions() as s:
+        planned = list(s.scalars(select(SyncOutcome).where(SyncOutcome.run_id == summary.run_id)))
+        assert {o.outcome for o in planned} == {"planned"}
+        assert s.scalars(select(LmsLink)).first() is None
+
+
+def test_deactivation_guard_uses_the_minimum_and_the_percentage(setup: Setup) -> None:
+    ids = [setup.hire(n) for n in range(30)]
+    setup.run()
+    with transaction(setup.sessions) as s:
+        interface = s.get_one(LmsInterface, setup.account_id)
+        interface.guard_minimum = 5
+        interface.guard_percent = 10
+        for employee_id in ids[:6]:
+            employees.terminate(
+                s,
+                None,
+                setup.account_id,
+                employee_id,
+                TerminateIn(termination_date="2026-11-01"),  # type: ignore[arg-type]
+            )
+    held = setup.run()
+    assert held.status == "held"
+    assert sum(1 for u in setup.lms.users.values() if not u["active"]) == 0
+    approved = setup.run(approved=True, trigger="approval")
+    assert approved.counts == {"deactivate": 6}
