@@ -177,7 +177,7 @@ def test_deactivation_guard_uses_the_minimum_and_the_percentage(setup: Setup) ->
                 None,
                 setup.account_id,
                 employee_id,
-                TerminateIn(termination_date="2026-11-01"),  # type: ignore[arg-type]
+                TerminateIn.model_validate({"termination_date": "2026-11-01"}),
             )
     held = setup.run()
     assert held.status == "held"
