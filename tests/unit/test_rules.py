@@ -682,6 +682,7 @@ def worlds(draw: st.DrawFn) -> World:
 def test_property_convergence_one_pass_then_nothing_to_do(
     emp: EmployeeView, world: World, scope: Scope, full: bool
 ) -> None:
+    before = dict(world.lms)
     first = plan(emp, world, scope, full=full)
     assume(first.kind not in {Kind.SKIP, Kind.CONFLICT})
     apply(emp, world, first)
@@ -689,10 +690,38 @@ def test_property_convergence_one_pass_then_nothing_to_do(
     assert second.kind == Kind.NONE, (first, second, world)
     assert not second.writes
     assert not second.drop_link
-    if first.kind in {Kind.CREATE, Kind.LINK}:
-        assert world.link is not None
-        assert world.lms[world.link.user_id].active
-        assert diff(emp.desired, world.lms[world.link.user_id].fields) == {}
+    assert_end_state(emp, world, scope, before, full=full)
+
+
+def assert_end_state(
+    emp: EmployeeView, world: World, scope: Scope, before: dict[str, RemoteUser], *, full: bool
+) -> None:
+    """The converged state is the one DESIGN §2 wants, and the switches froze what they guard."""
+    in_scope = scope.user_sync_enabled and scope.interface_active and not emp.excluded
+    if not in_scope or (not emp.active and not scope.deactivate_terminated):
+        assert world.lms == before
+        return
+    if not scope.sync_users:  # deactivation only
+        assert set(world.lms) == set(before)
+        for user_id, now in world.lms.items():
+            assert now.fields == before[user_id].fields
+            assert now.active <= before[user_id].active
+    if not emp.active:
+        assert world.created == 0
+    user = world.lms.get(world.link.user_id) if world.link is not None else None
+    if emp.active and scope.sync_users and emp.email_key is not None:
+        assert user is not None  # linked (or created) and the link recorded
+    if world.link is None or user is None:
+        return
+    current_active = user.active if full else world.link.lms_active
+    current_fields = user.fields if full else world.link.written
+    if emp.active and scope.sync_users:
+        assert current_active
+        assert diff(emp.desired, current_fields) == {}
+        if full:
+            assert world.link.lms_active
+    if not emp.active:
+        assert not current_active
 
 
 # --- property: an account's plan links each LMS user to one employee at most ----------------

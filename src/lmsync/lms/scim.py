@@ -89,6 +89,8 @@ def _retry_after(response: httpx.Response) -> float | None:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
         return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
@@ -204,7 +206,7 @@ class ScimConnector:
         return list(found.values())
 
     def find_by_external_id(self, external_id: str) -> RemoteUser | None:
-        quoted = external_id.replace('"', '\\"')
+        quoted = external_id.replace("\\", "\\\\").replace('"', '\\"')
         for resource in self._search(f'externalId eq "{quoted}"'):
             if resource.get("externalId") == external_id:
                 return self.from_resource(resource)
@@ -487,14 +489,27 @@ def merge_for_put(
     (create-only values and attributes lmsync does not manage are kept)."""
     fresh = user_resource(settings, fields, {})
     merged = {k: v for k, v in current.items() if k != "meta"}
+    extensions = {ENTERPRISE_USER, settings.extension_urn}
     for key, value in fresh.items():
-        if key == settings.extension_urn and isinstance(merged.get(key), dict):
+        if key == "schemas":
+            merged[key] = list(dict.fromkeys([*(current.get("schemas") or []), *value]))
+        elif key in extensions and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
         elif key != "active":
             merged[key] = value
+    # A field cleared in HR is absent from ``fresh``: clear it on the server too.
+    for key in _CLEARABLE:
+        if key not in fresh:
+            merged.pop(key, None)
+    enterprise = merged.get(ENTERPRISE_USER)
+    if isinstance(enterprise, dict) and "organization" not in fresh.get(ENTERPRISE_USER, {}):
+        enterprise.pop("organization", None)
     if active is not None:
         merged["active"] = active
     return merged
+
+
+_CLEARABLE = ("preferredLanguage", "title", "phoneNumbers", "addresses")
 
 
 def neutral_fields(settings: ScimSettings, resource: Mapping[str, Any]) -> dict[str, Any]:
@@ -521,7 +536,10 @@ def neutral_fields(settings: ScimSettings, resource: Mapping[str, Any]) -> dict[
         "job_title": resource.get("title"),
         "home_phone": phones.get("home"),
         "cell_phone": phones.get("mobile"),
-        "notifications_enabled": extension.get(notifications_attribute),
+        # Without an LMS extension there is nowhere to keep it: nothing to compare.
+        "notifications_enabled": extension.get(notifications_attribute)
+        if settings.extension_urn
+        else True,
     }
     for neutral, scim in _ADDRESS_PARTS.items():
         out[neutral] = address.get(scim)
