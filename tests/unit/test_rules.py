@@ -671,9 +671,8 @@ def worlds(draw: st.DrawFn) -> World:
     record: LinkRecord | None = None
     if draw(st.booleans()):
         email = draw(st.sampled_from((None, *POOL)))
-        record = LinkRecord(
-            draw(st.sampled_from(USER_IDS)), draw(st.booleans()), draw(field_values(email))
-        )
+        target = draw(st.sampled_from((*lms, "gone")))  # mostly an existing LMS user
+        record = LinkRecord(target, draw(st.booleans()), draw(field_values(email)))
     return World(record, lms)
 
 

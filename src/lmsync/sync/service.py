@@ -373,3 +373,65 @@ def _when(
 
 def summary_dict(summary: RunSummary) -> dict[str, Any]:
     return {"run_id": summary.run_id, "status": summary.status, "counts": summary.counts}
+
+
+LMS_STATES = ("not_linked", "linked", "deactivated", "skipped", "conflict", "error", "excluded")
+
+
+def lms_state_column() -> Any:
+    """The employee's LMS state as a SQL expression (same labels as ``employee_state``)."""
+    from sqlalchemy import case
+
+    return case(
+        (Employee.lms_excluded.is_(True), "excluded"),
+        (LmsState.outcome.in_(("skipped", "conflict", "error")), LmsState.outcome),
+        (LmsLink.employee_id.is_not(None) & LmsLink.lms_active.is_(True), "linked"),
+        (LmsLink.employee_id.is_not(None), "deactivated"),
+        else_="not_linked",
+    )
+
+
+def employees_with_state(
+    session: Session,
+    account_id: str,
+    *,
+    text: str | None,
+    status: str | None,
+    excluded: bool | None,
+    lms_state: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[tuple[Employee, str]], int]:
+    """A page of employees with their LMS state, filtered like the employees list."""
+    from sqlalchemy import or_
+
+    state_col = lms_state_column().label("lms_state")
+    query = (
+        select(Employee, state_col)
+        .outerjoin(LmsLink, LmsLink.employee_id == Employee.id)
+        .outerjoin(LmsState, LmsState.employee_id == Employee.id)
+        .where(Employee.account_id == account_id)
+    )
+    if status:
+        query = query.where(Employee.status == status)
+    if excluded is not None:
+        query = query.where(Employee.lms_excluded.is_(excluded))
+    if lms_state:
+        query = query.where(lms_state_column() == lms_state)
+    if text:
+        pattern = "%" + text.strip().replace("%", r"\%").replace("_", r"\_") + "%"
+        query = query.where(
+            or_(
+                Employee.first_name.ilike(pattern, escape="\\"),
+                Employee.last_name.ilike(pattern, escape="\\"),
+                Employee.work_email.ilike(pattern, escape="\\"),
+                Employee.employee_number.ilike(pattern, escape="\\"),
+            )
+        )
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.execute(
+        query.order_by(Employee.last_name, Employee.first_name, Employee.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return [(row[0], str(row[1])) for row in rows], total

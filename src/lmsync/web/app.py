@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 import lmsync
@@ -21,8 +23,23 @@ from lmsync.sync.service import SyncService
 from lmsync.sync.worker import SyncWorker
 from lmsync.web import api_accounts, api_employees, api_lms, problems
 from lmsync.web.deps import AppState, State
+from lmsync.web.pages import auth_pages, employee_pages, lms_pages
+from lmsync.web.pages.common import TEMPLATES, CsrfRejected, LoginRequired, login_redirect
 
 log = structlog.get_logger("lmsync.web")
+STATIC = Path(__file__).parent / "static"
+_TITLES = {401: "Sign in needed", 403: "Not allowed", 404: "Not found", 409: "Not possible now"}
+
+
+def html_error(request: Request, status: int, message: str) -> Response:
+    """The pages' error page (the API answers problem details instead)."""
+    title = _TITLES.get(status, "Something went wrong" if status >= 500 else "Invalid request")
+    return TEMPLATES.TemplateResponse(
+        request,
+        "error.html",
+        {"title": title, "message": message, "browser": None},
+        status_code=status,
+    )
 
 
 def create_app(
@@ -63,10 +80,27 @@ def create_app(
         "token's account. Errors are RFC 9457 problem details (`application/problem+json`).",
     )
     app.state.lmsync = AppState(settings=settings, sessions=sessions, secrets=secrets, sync=sync)
-    problems.install(app)
+    problems.install(app, html_error=html_error)
     app.include_router(api_employees.router)
     app.include_router(api_accounts.router)
     app.include_router(api_lms.router)
+    app.include_router(auth_pages.router)
+    app.include_router(employee_pages.router)
+    app.include_router(lms_pages.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.exception_handler(LoginRequired)
+    async def _login(_: Request, exc: LoginRequired) -> Response:
+        return login_redirect(exc)
+
+    @app.exception_handler(CsrfRejected)
+    async def _csrf(request: Request, _: CsrfRejected) -> Response:
+        return html_error(
+            request,
+            403,
+            "This form was not sent from an open lmsync page, or it has expired. "
+            "Reload the page and try again.",
+        )
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and database reachability")
     def healthz(state: State) -> dict[str, str]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -103,30 +103,46 @@ def request_field_errors(exc: RequestValidationError) -> tuple[int, list[FieldEr
     return status, errors
 
 
-def install(app: FastAPI) -> None:
+HtmlError = Callable[[Request, int, str], Response]
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(("/api/", "/healthz", "/openapi.json"))
+
+
+def install(app: FastAPI, html_error: HtmlError | None = None) -> None:
+    """Problem details for the API; ``html_error`` renders the same errors for the pages."""
+
+    def answer(request: Request, status: int, detail: str, **kwargs: Any) -> Response:
+        if html_error is not None and not _is_api(request):
+            return html_error(request, status, detail)
+        return problem(status, detail, **kwargs)
+
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         status, errors = request_field_errors(exc)
         detail = "malformed JSON" if status == 400 else "some fields are invalid"
+        if html_error is not None and not _is_api(request):
+            return html_error(request, status, "; ".join(f"{e.field}: {e.message}" for e in errors))
         return problem(status, detail, errors)
 
     @app.exception_handler(DomainError)
-    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+    async def _domain(request: Request, exc: DomainError) -> Response:
         if isinstance(exc, ValidationFailed):
-            return problem(422, "some fields are invalid", exc.errors)
+            return answer(request, 422, "some fields are invalid", errors=exc.errors)
         if isinstance(exc, NotFound):
-            return problem(404, exc.message)
+            return answer(request, 404, exc.message)
         if isinstance(exc, Forbidden):
-            return problem(403, exc.message)
+            return answer(request, 403, exc.message)
         if isinstance(exc, Conflict):
-            return problem(409, exc.message)
-        return problem(400, exc.message)
+            return answer(request, 409, exc.message)
+        return answer(request, 400, exc.message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return answer(request, exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
-        return problem(500, "an unexpected error occurred; it has been logged")
+        return answer(request, 500, "an unexpected error occurred; it has been logged")

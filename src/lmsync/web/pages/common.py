@@ -1,0 +1,115 @@
+"""What every page needs: the browser session, CSRF checks, templates and flash messages."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+
+from lmsync.domain.employees import EXCLUDE_LABEL
+from lmsync.domain.errors import Forbidden
+from lmsync.hr import sessions
+from lmsync.hr.sessions import BrowserSession
+from lmsync.storage.tables import Account
+from lmsync.web.deps import AppState, State
+
+COOKIE = "lmsync_session"
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
+TEMPLATES.env.globals["EXCLUDE_LABEL"] = EXCLUDE_LABEL
+
+
+class LoginRequired(Exception):
+    """No (valid) browser session: go to the login page, then come back."""
+
+    def __init__(self, next_url: str) -> None:
+        super().__init__(next_url)
+        self.next_url = next_url
+
+
+class CsrfRejected(Exception):
+    """A form arrived without the session's CSRF token."""
+
+
+def get_browser(request: Request, state: State) -> BrowserSession:
+    token = request.cookies.get(COOKIE)
+    browser = None
+    if token:
+        with state.uow() as session:
+            browser = sessions.resolve(session, token)
+    if browser is None:
+        raise LoginRequired(
+            request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        )
+    return browser
+
+
+Browser = Annotated[BrowserSession, Depends(get_browser)]
+
+
+async def check_csrf(request: Request, browser: Browser) -> BrowserSession:
+    """Every state-changing page request must carry the session's CSRF token."""
+    sent = request.headers.get("X-CSRF-Token")
+    if sent is None:
+        form = await request.form()
+        value = form.get("csrf_token")
+        sent = value if isinstance(value, str) else None
+    if not sent or not hmac.compare_digest(sent, browser.csrf_token):
+        raise CsrfRejected()
+    return browser
+
+
+Writer = Annotated[BrowserSession, Depends(check_csrf)]
+
+
+def account_name(session: Session, browser: BrowserSession) -> str:
+    if browser.principal.account_id is None:
+        return ""
+    account = session.get(Account, browser.principal.account_id)
+    return account.name if account else ""
+
+
+def render(
+    request: Request,
+    state: AppState,
+    browser: BrowserSession | None,
+    template: str,
+    *,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    """A page, with what the layout needs (who is signed in, the CSRF token, the role)."""
+    base: dict[str, Any] = {"browser": browser, "flash": request.query_params.get("flash")}
+    if browser is not None:
+        principal = browser.principal
+        with state.uow() as session:
+            base["account_name"] = account_name(session, browser)
+        base["csrf_token"] = browser.csrf_token
+        base["can_write"] = principal.role == "MHR"
+        base["is_operator"] = principal.is_operator
+    return TEMPLATES.TemplateResponse(
+        request, template, {**base, **context}, status_code=status_code
+    )
+
+
+def redirect(url: str, flash: str | None = None) -> RedirectResponse:
+    if flash:
+        url += ("&" if "?" in url else "?") + "flash=" + quote(flash)
+    return RedirectResponse(url, status_code=303)
+
+
+def require_writer(browser: BrowserSession) -> str:
+    """The account an MHR may change; a viewer is refused (the pages show no write controls)."""
+    return browser.principal.writable_account()
+
+
+def login_redirect(exc: LoginRequired) -> RedirectResponse:
+    return RedirectResponse("/login?next=" + quote(exc.next_url), status_code=303)
+
+
+__all__ = ["Forbidden"]

@@ -1,0 +1,328 @@
+"""Settings → Interfaces → LMS (configure, test, preview, activate), the sync history, a run's
+page with live progress and approval, and the platform operator's accounts page."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from lmsync.domain.accounts import AccountPatchIn
+from lmsync.domain.errors import Conflict, NotFound
+from lmsync.domain.interface import InterfaceIn
+from lmsync.hr import accounts
+from lmsync.hr.csv_import import pydantic_field_errors
+from lmsync.storage.tables import Account, Employee, LmsInterface, SyncOutcome
+from lmsync.sync.engine import RunSummary, SyncBusy
+from lmsync.web.deps import State
+from lmsync.web.pages.common import Browser, Writer, redirect, render, require_writer
+
+router = APIRouter(include_in_schema=False)
+SETTINGS = "/settings/interfaces/lms"
+PAGE = 100
+
+
+def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
+    if interface is None:
+        return {
+            "auth_type": "bearer",
+            "hourly_transfer": True,
+            "sync_users": True,
+            "deactivate_terminated": True,
+        }
+    return {
+        "auth_type": interface.auth_type,
+        "base_url": interface.base_url,
+        "portal_id": interface.portal_id,
+        "username": interface.username,
+        "auth_header": interface.auth_header,
+        "hourly_transfer": interface.hourly_transfer,
+        "sync_users": interface.sync_users,
+        "deactivate_terminated": interface.deactivate_terminated,
+    }
+
+
+def _settings_page(
+    request: Request,
+    state: State,
+    browser: Any,
+    *,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    account_id = browser.principal.account()
+    with state.uow() as session:
+        account = session.get_one(Account, account_id)
+        interface = session.get(LmsInterface, account_id)
+        context = {
+            "sync_enabled": account.user_sync_enabled,
+            "configured": interface is not None,
+            "active": bool(interface and interface.active),
+            "activated_at": interface.activated_at if interface else None,
+            "hourly": bool(interface and interface.hourly_transfer),
+            "minute": interface.minute_of_hour if interface else 0,
+            "secret_set": bool(interface and interface.secret_encrypted),
+        }
+        if values is None:
+            values = _interface_values(interface)
+    return render(
+        request,
+        state,
+        browser,
+        "lms_settings.html",
+        status_code=status_code,
+        values=values,
+        errors=errors or {},
+        **context,
+    )
+
+
+@router.get(SETTINGS, response_class=HTMLResponse)
+def settings_page(request: Request, state: State, browser: Browser) -> Response:
+    return _settings_page(request, state, browser)
+
+
+@router.post(SETTINGS, response_class=HTMLResponse)
+async def save_settings(request: Request, state: State, browser: Writer) -> Response:
+    account_id = require_writer(browser)
+    form = await request.form()
+    values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    for switch in ("hourly_transfer", "sync_users", "deactivate_terminated"):
+        values[switch] = values.get(switch) == "true"
+    with state.uow() as session:
+        existing = session.get(LmsInterface, account_id)
+        options = existing.options if existing is not None else {}
+    data = {
+        "connector": values.get("connector") or "scim",
+        "base_url": values.get("base_url") or "",
+        "auth_type": values.get("auth_type") or "bearer",
+        "auth_header": values.get("auth_header") or "X-API-Key",
+        "username": values.get("username") or None,
+        "portal_id": values.get("portal_id") or None,
+        "secret": values.get("secret") or None,  # empty: keep the stored secret
+        "hourly_transfer": values["hourly_transfer"],
+        "sync_users": values["sync_users"],
+        "deactivate_terminated": values["deactivate_terminated"],
+        "options": options or {},
+    }
+    try:
+        parsed = InterfaceIn.model_validate(data)
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for error in pydantic_field_errors(exc):
+            errors.setdefault(error.field.split(".")[0], error.message)
+        values.pop("secret", None)
+        return _settings_page(
+            request, state, browser, values=values, errors=errors, status_code=422
+        )
+    with state.uow() as session:
+        state.sync.put_interface(session, account_id, parsed)
+    return redirect(SETTINGS, "LMS interface saved.")
+
+
+@router.post(f"{SETTINGS}/test", response_class=HTMLResponse)
+def test_connection(request: Request, state: State, browser: Writer) -> Response:
+    report = state.sync.test_interface(require_writer(browser))
+    return render(request, state, browser, "test_result.html", report=report)
+
+
+@router.post(f"{SETTINGS}/preview", response_class=HTMLResponse)
+def preview(request: Request, state: State, browser: Writer) -> Response:
+    account_id = require_writer(browser)
+    summary = state.sync.activate(account_id, dry_run=True, actor=browser.principal.user_id)
+    assert isinstance(summary, RunSummary)
+    return render(
+        request, state, browser, "preview.html", counts=summary.counts, run_id=summary.run_id
+    )
+
+
+@router.post(f"{SETTINGS}/activate")
+async def activate(request: Request, state: State, browser: Writer) -> Response:
+    account_id = require_writer(browser)
+    form = await request.form()
+    if form.get("confirm") != "yes":
+        return redirect(SETTINGS, "Tick the confirmation box to activate.")
+    try:
+        run_id = state.sync.activate(account_id, dry_run=False, actor=browser.principal.user_id)
+    except SyncBusy:
+        return redirect(SETTINGS, "A sync is running; try again in a moment.")
+    return redirect(f"/sync/{run_id}", "Activation started.")
+
+
+@router.post("/sync/now")
+async def sync_now(request: Request, state: State, browser: Writer) -> Response:
+    account_id = require_writer(browser)
+    form = await request.form()
+    try:
+        result = state.sync.sync(
+            account_id,
+            dry_run=False,
+            full=form.get("full") == "true",
+            actor=browser.principal.user_id,
+        )
+    except SyncBusy:
+        return redirect("/sync", "A sync is running; try again in a moment.")
+    except Conflict as exc:
+        return redirect(SETTINGS, exc.message)
+    return redirect(f"/sync/{result}", "Sync started.")
+
+
+@router.get("/sync", response_class=HTMLResponse)
+def runs_page(request: Request, state: State, browser: Browser, offset: int = 0) -> Response:
+    account_id = browser.principal.account()
+    offset = max(offset, 0)
+    with state.uow() as session:
+        runs, total = state.sync.list_runs(session, account_id, limit=PAGE, offset=offset)
+    return render(
+        request,
+        state,
+        browser,
+        "runs.html",
+        runs=runs,
+        next_url=f"/sync?offset={offset + PAGE}" if offset + PAGE < total else None,
+        prev_url=f"/sync?offset={max(offset - PAGE, 0)}" if offset else None,
+    )
+
+
+@router.get("/sync/{run_id}", response_class=HTMLResponse)
+def run_page(
+    request: Request,
+    state: State,
+    browser: Browser,
+    run_id: str,
+    action: str | None = None,
+    outcome: str | None = None,
+    offset: int = 0,
+) -> Response:
+    account_id = browser.principal.account()
+    offset = max(offset, 0)
+    with state.uow() as session:
+        run = state.sync.get_run(session, account_id, run_id)
+        outcomes, total = state.sync.list_outcomes(
+            session,
+            run_id,
+            action=action or None,
+            outcome=outcome or None,
+            limit=PAGE,
+            offset=offset,
+        )
+        ids = [o.employee_id for o in outcomes]
+        names = {
+            e.id: f"{e.first_name} {e.last_name}"
+            for e in session.scalars(select(Employee).where(Employee.id.in_(ids)))
+        }
+    query = "&".join(f"{k}={v}" for k, v in (("action", action), ("outcome", outcome)) if v)
+    base = f"/sync/{run_id}?{query}{'&' if query else ''}offset="
+    return render(
+        request,
+        state,
+        browser,
+        "run.html",
+        run=run,
+        outcomes=outcomes,
+        total=total,
+        names=names,
+        action=action,
+        outcome=outcome,
+        next_url=f"{base}{offset + PAGE}" if offset + PAGE < total else None,
+        prev_url=f"{base}{max(offset - PAGE, 0)}" if offset else None,
+    )
+
+
+@router.get("/sync/{run_id}/status", response_class=HTMLResponse)
+def run_status(request: Request, state: State, browser: Browser, run_id: str) -> Response:
+    with state.uow() as session:
+        run = state.sync.get_run(session, browser.principal.account(), run_id)
+    return render(request, state, browser, "run_status.html", run=run)
+
+
+@router.get("/sync/{run_id}/plan.csv")
+def plan_csv(state: State, browser: Browser, run_id: str) -> Response:
+    """The whole plan (or outcome) of a run, one employee a row."""
+    account_id = browser.principal.account()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "employee_number",
+            "first_name",
+            "last_name",
+            "work_email",
+            "action",
+            "outcome",
+            "reason",
+            "lms_user_id",
+        ]
+    )
+    with state.uow() as session:
+        state.sync.get_run(session, account_id, run_id)
+        rows = session.execute(
+            select(SyncOutcome, Employee)
+            .join(Employee, Employee.id == SyncOutcome.employee_id)
+            .where(SyncOutcome.run_id == run_id)
+            .order_by(Employee.last_name, Employee.first_name)
+        ).all()
+        for outcome, employee in rows:
+            writer.writerow(
+                [
+                    employee.employee_number,
+                    employee.first_name,
+                    employee.last_name,
+                    employee.work_email or "",
+                    outcome.action,
+                    outcome.outcome,
+                    outcome.reason,
+                    outcome.lms_user_id or "",
+                ]
+            )
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="lmsync-plan-{run_id}.csv"'},
+    )
+
+
+@router.post("/sync/{run_id}/{decision}")
+def decide(state: State, browser: Writer, run_id: str, decision: str) -> Response:
+    if decision not in ("approve", "reject"):
+        raise NotFound("page not found")
+    account_id = require_writer(browser)
+    try:
+        new_id = state.sync.decide_held(
+            account_id, run_id, approve=decision == "approve", actor=browser.principal.user_id
+        )
+    except Conflict as exc:
+        return redirect(f"/sync/{run_id}", exc.message)
+    if new_id is None:
+        return redirect(f"/sync/{run_id}", "Rejected: nothing was written.")
+    return redirect(f"/sync/{new_id}", "Approved: the run has started.")
+
+
+@router.get("/operator/accounts", response_class=HTMLResponse)
+def operator_accounts(request: Request, state: State, browser: Browser) -> Response:
+    browser.principal.require_operator()
+    with state.uow() as session:
+        rows, _ = accounts.list_accounts(session, limit=500, offset=0)
+    return render(request, state, browser, "operator.html", accounts=rows)
+
+
+@router.post("/operator/accounts/{account_id}/sync")
+async def operator_toggle(
+    request: Request, state: State, browser: Writer, account_id: str
+) -> Response:
+    form = await request.form()
+    enabled = form.get("enabled") == "true"
+    with state.uow() as session:
+        account = accounts.update_account(
+            session, browser.principal, account_id, AccountPatchIn(user_sync_enabled=enabled)
+        )
+        name = account.name
+    state.sync.changed()
+    verb = "on" if enabled else "off"
+    return redirect("/operator/accounts", f"User synchronization switched {verb} for {name}.")
