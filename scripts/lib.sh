@@ -47,3 +47,11 @@ ensure_postgres() {
         export LMSYNC_TEST_POSTGRES_URL="postgresql+psycopg://postgres:lmsync-tests@127.0.0.1:5432/postgres"
     fi
 }
+
+# ensure_chromium: Debian's chromium for the browser tests (Playwright drives it; it never
+# downloads a browser of its own).
+ensure_chromium() {
+    if [ -x "${LMSYNC_CHROMIUM:-/usr/bin/chromium}" ]; then return 0; fi
+    echo "==> installing chromium (Debian package) for the browser tests"
+    apt_install chromium || echo "chromium could not be installed: the browser tests will say so" >&2
+}

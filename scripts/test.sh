@@ -8,6 +8,7 @@ source scripts/lib.sh
 
 ensure_venv dev
 ensure_postgres
+ensure_chromium
 
 echo "==> ruff check";         .venv/bin/ruff check src tests
 echo "==> ruff format --check"; .venv/bin/ruff format --check src tests

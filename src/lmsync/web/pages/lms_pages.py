@@ -239,7 +239,11 @@ def run_page(
 def run_status(request: Request, state: State, browser: Browser, run_id: str) -> Response:
     with state.uow() as session:
         run = state.sync.get_run(session, browser.principal.account(), run_id)
-    return render(request, state, browser, "run_status.html", run=run)
+    response = render(request, state, browser, "run_status.html", run=run)
+    if request.headers.get("HX-Request") and run.status not in ("queued", "running"):
+        # Finished while the page watched: reload it whole (outcomes, approval controls).
+        response.headers["HX-Refresh"] = "true"
+    return response
 
 
 @router.get("/sync/{run_id}/plan.csv")

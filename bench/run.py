@@ -1,0 +1,652 @@
+"""lmsync's benchmark suite: B1–B6, one markdown table with targets, optionally a PNG.
+
+    .venv/bin/python bench/run.py [--n 10000] [--big] [--plot bench/results.png]
+                                  [--markdown bench/results.md] [--only B1,B2,...]
+
+B1  first activation of N employees against a fresh embedded SCIM LMS (``python -m
+    lmsync.lms.embedded``) seeded with N/2 users (N/4 with an employee's work email, half of
+    them in another letter case; N/4 belonging to nobody): lmsync (its own process, peak RSS),
+    the raw limit (bare httpx, 16 threads, minimal requests) and the naive script (a lookup per
+    employee, then a POST; sequential, time-boxed and extrapolated).
+B2  termination latency: ``lmsync serve`` on B1's database; terminate through the API, poll the
+    LMS user every 5 ms until it is inactive.
+B3  hire latency: the same server; hire through the API, poll the LMS until the user exists.
+B4  the hourly full pass right after B1's activation: LMS writes (must be 0) and wall time.
+B5  the engine alone on an in-memory LMS: employees/s on SQLite and on PostgreSQL (a scratch
+    database, created and dropped).
+B6  per connector: only the SCIM connector exists.
+
+Everything runs on 127.0.0.1, in a temporary directory that is removed at the end, with every
+child process stopped (also when the benchmark itself is interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
+
+import dataset
+import procs
+import report
+import scenarios
+from report import Panel, Row, mark, percentile, seconds
+
+from lmsync.lms.registry import CONNECTORS
+from lmsync.log_config import configure
+
+BENCHES = ("B1", "B2", "B3", "B4", "B5", "B6")
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+BIG_N = 100_000
+T = TypeVar("T")
+
+
+@dataclass
+class Results:
+    """What was measured (None: not run, or failed; the error is kept)."""
+
+    activation: scenarios.SyncResult | None = None
+    raw: scenarios.ClientResult | None = None
+    naive: scenarios.ClientResult | None = None
+    full_pass: scenarios.SyncResult | None = None
+    terminations: scenarios.LatencyResult | None = None
+    hires: scenarios.LatencyResult | None = None
+    engine: dict[str, scenarios.EngineResult | str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="lmsync benchmarks B1-B6 (loopback only, bounded in count and time).",
+    )
+    parser.add_argument("--n", type=int, default=None, help="employees (default 10,000)")
+    parser.add_argument("--big", action="store_true", help=f"N = {BIG_N:,}")
+    parser.add_argument("--plot", type=Path, help="write a PNG with one panel per benchmark")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--only", default=",".join(BENCHES), help="e.g. B1,B4 (default: all)")
+    parser.add_argument(
+        "--latency-samples", type=int, default=200, help="terminations (B2) and hires (B3)"
+    )
+    parser.add_argument(
+        "--latency-budget",
+        type=float,
+        default=180.0,
+        help="seconds at most spent sampling B2, and B3 (default 180 each)",
+    )
+    parser.add_argument(
+        "--naive-budget",
+        type=float,
+        default=120.0,
+        help="seconds at most for the naive client; the rest is extrapolated (default 120)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("LMSYNC_TEST_POSTGRES_URL", DEFAULT_POSTGRES),
+        help="a PostgreSQL server where B5 may create and drop a scratch database",
+    )
+    parser.add_argument(
+        "--lms-nodelay",
+        action="store_true",
+        help="serve the embedded LMS with TCP_NODELAY (bench/lms_nodelay.py), to measure the fix",
+    )
+    args = parser.parse_args(argv)
+    if args.n is None:
+        args.n = BIG_N if args.big else 10_000
+    if args.n < 8:
+        parser.error("--n must be at least 8")
+    only = {part.strip().upper() for part in args.only.split(",") if part.strip()}
+    unknown = only - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    args.selected = only
+    return args
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def attempt(results: Results, key: str, fn: Callable[[], T]) -> T | None:
+    """Run one measurement; a failure is recorded (and shown in the table), not fatal."""
+    try:
+        return fn()
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        results.errors[key] = f"{type(exc).__name__}: {exc}"[:300]
+        return None
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def run_lmsync_side(
+    args: argparse.Namespace,
+    workdir: Path,
+    persons: list[dataset.Person],
+    seeds: list[dict[str, Any]],
+    results: Results,
+) -> None:
+    """B1 (lmsync), B4, B2 and B3: one LMS, one database, then ``lmsync serve`` on them."""
+    selected: set[str] = args.selected
+    n: int = args.n
+    child_timeout = 600 + n * 0.1
+    with ExitStack() as stack:
+        say("starting the LMS for lmsync and seeding it")
+        lms = procs.start_lms(
+            workdir, secrets.token_urlsafe(16), nodelay=args.lms_nodelay, name="lms-lmsync"
+        )
+        stack.callback(procs.stop, lms.proc)
+        lms.load(seeds)
+        say(f"building the lmsync database ({n:,} employees)")
+        setup = scenarios.prepare_lmsync(workdir, lms, persons)
+        say("B1 lmsync: first activation (child process)")
+        results.activation = attempt(
+            results,
+            "B1",
+            lambda: scenarios.lmsync_sync(workdir, lms, setup, "activate", child_timeout),
+        )
+        if results.activation is None:
+            return
+        say(f"B1 lmsync: {results.activation.seconds:.1f} s {results.activation.counts}")
+        if "B4" in selected:
+            say("B4: hourly full pass with nothing to change")
+            results.full_pass = attempt(
+                results,
+                "B4",
+                lambda: scenarios.lmsync_sync(workdir, lms, setup, "pass", child_timeout),
+            )
+        if not selected & {"B2", "B3"}:
+            return
+        say("starting lmsync serve")
+        server = attempt(
+            results, "serve", lambda: procs.start_server(workdir, scenarios.lmsync_env(setup))
+        )
+        if server is None:
+            return
+        stack.callback(procs.stop, server.proc)
+        samples: int = args.latency_samples
+        budget: float = args.latency_budget
+        if "B2" in selected:
+            say(f"B2: {samples} terminations (budget {budget:.0f} s)")
+            targets = scenarios.linked_targets(setup, samples)
+            results.terminations = attempt(
+                results,
+                "B2",
+                lambda: scenarios.termination_latency(
+                    server.url, setup, lms, targets, budget=budget
+                ),
+            )
+        if "B3" in selected:
+            say(f"B3: {samples} hires (budget {budget:.0f} s)")
+            results.hires = attempt(
+                results,
+                "B3",
+                lambda: scenarios.hire_latency(server.url, setup, lms, samples, budget=budget),
+            )
+
+
+def run_client(
+    args: argparse.Namespace,
+    workdir: Path,
+    name: str,
+    seeds: list[dict[str, Any]],
+    measure: Callable[[procs.Lms], scenarios.ClientResult],
+) -> scenarios.ClientResult:
+    with ExitStack() as stack:
+        say(f"starting a fresh LMS for the {name} client and seeding it")
+        lms = procs.start_lms(
+            workdir, secrets.token_urlsafe(16), nodelay=args.lms_nodelay, name=f"lms-{name}"
+        )
+        stack.callback(procs.stop, lms.proc)
+        lms.load(seeds)
+        say(f"B1 {name}")
+        result = measure(lms)
+        say(f"B1 {name}: {result.measured_seconds:.1f} s for {result.done:,} employees")
+        return result
+
+
+def run_engine_alone(
+    args: argparse.Namespace, workdir: Path, persons: list[dataset.Person], results: Results
+) -> None:
+    say("B5: engine alone on SQLite")
+    sqlite = attempt(
+        results,
+        "B5-SQLite",
+        lambda: scenarios.engine_alone(
+            dataset.sqlite_url(workdir / "engine.sqlite3"), workdir / "engine-data", persons
+        ),
+    )
+    if sqlite is not None:
+        results.engine["SQLite"] = sqlite
+    reason = dataset.postgres_reachable(args.postgres_url)
+    if reason is not None:
+        results.engine["PostgreSQL"] = "n/a (unreachable)"
+        say(f"B5: PostgreSQL unreachable ({reason})")
+        return
+    say("B5: engine alone on PostgreSQL (scratch database)")
+
+    def on_postgres() -> scenarios.EngineResult:
+        with dataset.scratch_postgres(args.postgres_url) as url:
+            return scenarios.engine_alone(url, workdir / "engine-data-pg", persons)
+
+    postgres = attempt(results, "B5-PostgreSQL", on_postgres)
+    if postgres is not None:
+        results.engine["PostgreSQL"] = postgres
+
+
+def run_all(args: argparse.Namespace, workdir: Path) -> Results:
+    results = Results()
+    selected: set[str] = args.selected
+    n: int = args.n
+    say(f"generating {n:,} employees")
+    persons = dataset.people(n)
+    seed_users, _ = dataset.seed_users(persons)
+    seeds = seed_users
+    if selected & {"B1", "B2", "B3", "B4"}:
+        run_lmsync_side(args, workdir, persons, seeds, results)
+    if "B1" in selected:
+        results.raw = attempt(
+            results,
+            "B1-raw",
+            lambda: run_client(
+                args, workdir, "raw", seeds, lambda lms: scenarios.raw_activation(lms, persons)
+            ),
+        )
+        limit = 5000 if n > 10_000 else n
+        results.naive = attempt(
+            results,
+            "B1-naive",
+            lambda: run_client(
+                args,
+                workdir,
+                "naive",
+                seeds,
+                lambda lms: scenarios.naive_activation(
+                    lms, persons, limit=limit, budget=args.naive_budget
+                ),
+            ),
+        )
+    if "B5" in selected:
+        run_engine_alone(args, workdir, persons, results)
+    return results
+
+
+# -- reporting -----------------------------------------------------------------------------------
+
+
+def _latency_rows(
+    bench: str, what: str, result: scenarios.LatencyResult | None, target: float, error: str
+) -> list[Row]:
+    if result is None:
+        return [Row(bench, what, error or "not measured", f"p99 ≤ {target:g} s", report.NA)]
+    values = result.samples + [math.inf] * result.timeouts
+    if not values:
+        return [Row(bench, what, "no sample", f"p99 ≤ {target:g} s", report.NA)]
+    p50, p95, p99 = (percentile(values, p) for p in (50, 95, 99))
+    count = f"n={len(values)}"
+    if result.stopped_by_budget:
+        count += f" of {result.wanted} (time budget)"
+    if result.timeouts:
+        count += f", {result.timeouts} timed out"
+    text = (
+        f"p50 {seconds(p50)} · p95 {seconds(p95)} · p99 {seconds(p99)} · "
+        f"max {seconds(max(values))} ({count})"
+    )
+    return [Row(bench, what, text, f"p99 ≤ {target:g} s", mark(p99 <= target))]
+
+
+def build_rows(args: argparse.Namespace, results: Results) -> tuple[list[Row], list[str]]:
+    selected: set[str] = args.selected
+    n: int = args.n
+    big = n >= BIG_N
+    rows: list[Row] = []
+    notes: list[str] = []
+    err = results.errors
+
+    def skipped(bench: str) -> None:
+        rows.append(Row(bench, "—", "skipped (--only)", "—", report.NA))
+
+    # B1
+    if "B1" in selected:
+        act, raw, naive = results.activation, results.raw, results.naive
+        if act is not None:
+            counts = ", ".join(f"{k} {v:,}" for k, v in sorted(act.counts.items()))
+            rows.append(
+                Row(
+                    "B1",
+                    f"lmsync first activation, {n:,} employees (SyncEngine.run in its own process)",
+                    f"{seconds(act.seconds)} (process {seconds(act.process_seconds)}); "
+                    f"{act.status}: {counts}",
+                )
+            )
+        else:
+            rows.append(Row("B1", "lmsync first activation", err.get("B1", "not measured")))
+        if raw is not None:
+            extra = f", {raw.failures} failed requests" if raw.failures else ""
+            rows.append(
+                Row("B1", "raw limit (bare httpx, 16 threads)", f"{seconds(raw.seconds)}{extra}")
+            )
+        else:
+            rows.append(Row("B1", "raw limit", err.get("B1-raw", "not measured")))
+        if naive is not None:
+            how = (
+                f" (extrapolated from the first {naive.done:,} employees, "
+                f"{seconds(naive.measured_seconds)})"
+                if naive.extrapolated
+                else ""
+            )
+            rows.append(
+                Row(
+                    "B1",
+                    "naive script (sequential lookup + POST)",
+                    f"{seconds(naive.seconds)}{how}",
+                )
+            )
+        else:
+            rows.append(Row("B1", "naive script", err.get("B1-naive", "not measured")))
+        if act is not None and raw is not None:
+            ratio = act.seconds / raw.seconds
+            rows.append(Row("B1", "lmsync / raw", f"{ratio:.2f}×", "≤ 1.25×", mark(ratio <= 1.25)))
+        else:
+            rows.append(Row("B1", "lmsync / raw", "n/a", "≤ 1.25×", report.NA))
+        if act is not None and naive is not None:
+            ratio = naive.seconds / act.seconds
+            label = "naive / lmsync" + (" (extrapolated)" if naive.extrapolated else "")
+            rows.append(Row("B1", label, f"{ratio:.1f}×", "≥ 20×", mark(ratio >= 20)))
+        else:
+            rows.append(Row("B1", "naive / lmsync", "n/a", "≥ 20×", report.NA))
+        per = [
+            f"{name} {(r.requests / (r.done if isinstance(r, scenarios.ClientResult) else n)):.3f}"
+            for name, r in (("lmsync", act), ("raw", raw), ("naive", naive))
+            if r is not None
+        ]
+        rows.append(Row("B1", "LMS requests per employee (/_admin/stats)", " · ".join(per)))
+        if act is not None:
+            rows.append(
+                Row(
+                    "B1",
+                    "peak RSS of the lmsync process (ru_maxrss)",
+                    f"{act.peak_rss_mib:,.0f} MiB at N={n:,}",
+                    "≤ 1 GiB at 100k",
+                    mark(act.peak_rss_mib <= 1024) if big else report.NA,
+                )
+            )
+    else:
+        skipped("B1")
+
+    # B2, B3
+    if "B2" in selected:
+        rows += _latency_rows(
+            "B2", "terminate → LMS user inactive", results.terminations, 2.0, err.get("B2", "")
+        )
+    else:
+        skipped("B2")
+    if "B3" in selected:
+        rows += _latency_rows("B3", "hire → LMS user exists", results.hires, 5.0, err.get("B3", ""))
+    else:
+        skipped("B3")
+
+    # B4
+    if "B4" in selected:
+        full = results.full_pass
+        if full is not None:
+            rows.append(
+                Row(
+                    "B4",
+                    "LMS writes in a no-change full pass",
+                    f"{full.writes:,}",
+                    "0",
+                    mark(full.writes == 0),
+                )
+            )
+            rows.append(
+                Row(
+                    "B4",
+                    f"no-change full pass wall time at N={n:,} ({full.requests:,} LMS requests)",
+                    seconds(full.seconds),
+                    "≤ 2 s at 100k",
+                    mark(full.seconds <= 2.0) if big else report.NA,
+                )
+            )
+        else:
+            rows.append(Row("B4", "no-change full pass", err.get("B4", "not measured")))
+    else:
+        skipped("B4")
+
+    # B5
+    if "B5" in selected:
+        for backend in ("SQLite", "PostgreSQL"):
+            value = results.engine.get(backend)
+            if isinstance(value, scenarios.EngineResult):
+                rows.append(
+                    Row(
+                        "B5",
+                        f"engine alone, {backend} ({n:,} employees, in-memory LMS)",
+                        f"{value.per_second:,.0f} employees/s ({seconds(value.seconds)})",
+                        "≥ 5,000/s",
+                        mark(value.per_second >= 5000),
+                    )
+                )
+            else:
+                text = value if isinstance(value, str) else err.get(f"B5-{backend}", "not measured")
+                rows.append(Row("B5", f"engine alone, {backend}", text, "≥ 5,000/s", report.NA))
+    else:
+        skipped("B5")
+
+    # B6
+    if "B6" in selected:
+        names = ", ".join(f"{key} ({label})" for key, label in CONNECTORS.items())
+        rows.append(
+            Row(
+                "B6",
+                "per connector",
+                f"{len(CONNECTORS)} connector exists: {names}; B1–B4 are its figures",
+                "—",
+                report.NA,
+            )
+        )
+    else:
+        skipped("B6")
+
+    lms = (
+        "bench/lms_nodelay.py (TCP_NODELAY)"
+        if args.lms_nodelay
+        else "python -m lmsync.lms.embedded"
+    )
+    notes.append(
+        f"LMS: a fresh `{lms}` process per client in B1, seeded through /_admin/users with "
+        f"{n // 2:,} users ({n // 4:,} with an employee's work email, half of them in UPPER or "
+        f"Mixed case; {n // 4:,} belonging to nobody). B2–B4 use the LMS and database of "
+        "lmsync's B1 run."
+    )
+    notes.append(
+        "B1 lmsync time is SyncEngine.run in a child process (bench/sync_child.py, as `lmsync "
+        "sync --activate` runs it); 'process' adds interpreter start and imports. The raw client "
+        "builds the same payloads with lmsync's pure request builders and reads /Users with "
+        f"count={scenarios.RAW_PAGE} (the server's cap); lmsync pages by 500."
+    )
+    if results.naive is not None and results.naive.extrapolated:
+        notes.append(
+            "The naive time is extrapolated linearly from the employees done within "
+            f"--naive-budget {args.naive_budget:.0f} s"
+            + (" (at most 5,000 when N > 10,000)" if n > 10_000 else "")
+            + "; it is a lower bound: each `emails.value eq` lookup walks every LMS user, and "
+            "the LMS grows as the script creates users."
+        )
+    notes.append(
+        "B2 polls GET /Users/{id} every 5 ms; B3 polls `filter=userName eq` (indexed by the "
+        "embedded LMS; lmsync sends the work email as userName) because an `emails.value eq` "
+        "poll walks every LMS user and would slow down the requests being timed. Latency is from "
+        "sending the API request to the LMS showing the change."
+    )
+    notes.append(
+        "B5 uses FakeLms with an index of taken emails (bench/scenarios.py IndexedFakeLms): the "
+        "stock FakeLms walks every user on each create, which would time the fake, not the engine."
+    )
+    for key, message in results.errors.items():
+        if key == "serve":
+            notes.append(f"lmsync serve failed: {message}")
+    return rows, notes
+
+
+def build_panels(args: argparse.Namespace, results: Results) -> list[Panel]:
+    selected: set[str] = args.selected
+    panels: list[Panel] = []
+    if "B1" in selected:
+        labels, values, hatched = [], [], []
+        for name, value, extra in (
+            ("lmsync", results.activation.seconds if results.activation else None, False),
+            ("raw", results.raw.seconds if results.raw else None, False),
+            (
+                "naive (extrapolated)" if results.naive and results.naive.extrapolated else "naive",
+                results.naive.seconds if results.naive else None,
+                bool(results.naive and results.naive.extrapolated),
+            ),
+        ):
+            if value is not None:
+                labels.append(name)
+                values.append(value)
+                hatched.append(extra)
+        panels.append(
+            Panel(
+                "B1",
+                f"first activation, N={args.n:,}",
+                "bars",
+                labels,
+                values,
+                hatched,
+                unit="seconds (log)",
+                log=True,
+            )
+        )
+    else:
+        panels.append(Panel("B1", "first activation", "text", text="skipped"))
+    for bench, title, result, target in (
+        ("B2", "terminate → LMS inactive", results.terminations, 2.0),
+        ("B3", "hire → LMS user exists", results.hires, 5.0),
+    ):
+        if bench in selected and result is not None and result.samples:
+            panels.append(
+                Panel(
+                    bench,
+                    title,
+                    "latency",
+                    values=result.samples,
+                    target=target,
+                    target_label=f"target p99 ≤ {target:g} s",
+                )
+            )
+        else:
+            panels.append(
+                Panel(bench, title, "text", text="skipped" if bench not in selected else "no data")
+            )
+    full = results.full_pass
+    if "B4" in selected and full is not None:
+        panels.append(
+            Panel(
+                "B4",
+                f"no-change full pass ({full.writes} LMS writes)",
+                "bars",
+                [f"N={args.n:,}"],
+                [full.seconds],
+                unit="seconds",
+                target=2.0,
+                target_label="≤ 2 s at 100k",
+            )
+        )
+    else:
+        panels.append(
+            Panel(
+                "B4",
+                "no-change full pass",
+                "text",
+                text="skipped" if "B4" not in selected else "no data",
+            )
+        )
+    engines = {k: v for k, v in results.engine.items() if isinstance(v, scenarios.EngineResult)}
+    if "B5" in selected and engines:
+        panels.append(
+            Panel(
+                "B5",
+                "engine alone (in-memory LMS)",
+                "bars",
+                list(engines),
+                [v.per_second for v in engines.values()],
+                unit="employees/s",
+                target=5000,
+                target_label="≥ 5,000/s",
+            )
+        )
+    else:
+        panels.append(
+            Panel(
+                "B5", "engine alone", "text", text="skipped" if "B5" not in selected else "no data"
+            )
+        )
+    names = ", ".join(CONNECTORS)
+    panels.append(
+        Panel(
+            "B6",
+            "per connector",
+            "text",
+            text=f"only {len(CONNECTORS)} connector: {names}\n(B1–B4 are its figures)",
+        )
+    )
+    return panels
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure("WARNING", json=True)  # the in-process B5 engine logs to stderr, warnings only
+    signal.signal(signal.SIGTERM, _sigterm)
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="lmsync-bench-"))
+    try:
+        results = run_all(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    rows, notes = build_rows(args, results)
+    header = [
+        f"Machine: {report.machine()}",
+        "",
+        f"N = {args.n:,} employees · run {time.strftime('%Y-%m-%d %H:%M %Z')} · "
+        f"total {seconds(time.perf_counter() - started)} · "
+        f"`bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+    ]
+    text = report.markdown("lmsync benchmarks", header, rows, notes)
+    print(text)
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text, encoding="utf-8")
+    if args.plot is not None:
+        report.plot(
+            args.plot,
+            f"lmsync benchmarks, N={args.n:,} — {report.machine()}",
+            build_panels(args, results),
+        )
+    failed = dict(results.errors)
+    for key, message in failed.items():
+        say(f"error in {key}: {message}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
