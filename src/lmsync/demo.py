@@ -232,12 +232,14 @@ def run_demo(settings: Settings, *, port: int = 8000, lms_port: int = 0) -> None
         base = f"http://127.0.0.1:{port}"
         typer.echo(
             f"\nlmsync demo — account '{DEMO_ACCOUNT}', 50 employees, LMS at {lms.base_url}\n"
+            f"  pages      : {base}/  (sign in below)\n"
             f"  API docs   : {base}/docs\n"
             f"  login      : {MANAGER} / {password}   (viewer: {VIEWER}, same password)\n"
             f"  API token  : {token}\n"
             f"  LMS token  : {lms_token}\n"
             f"  try        : curl -H 'Authorization: Bearer {token}' {base}/api/v1/lms/runs\n"
-            "Hire, edit or terminate employees through the API: the LMS follows within seconds.\n"
+            "Hire, edit or terminate employees in the pages or the API: the LMS follows within "
+            "seconds.\n"
             "Ctrl-C stops the demo.\n"
         )
         from lmsync.web.app import create_app
