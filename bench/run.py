@@ -618,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     configure("WARNING", json=True)  # the in-process B5 engine logs to stderr, warnings only
     signal.signal(signal.SIGTERM, _sigterm)
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="lmsync-bench-"))
     try:
         results = run_all(args, workdir)
@@ -630,6 +631,9 @@ def main(argv: list[str] | None = None) -> int:
         f"N = {args.n:,} employees · run {time.strftime('%Y-%m-%d %H:%M %Z')} · "
         f"total {seconds(time.perf_counter() - started)} · "
         f"`bench/run.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        "",
+        f"Load average (1 min) at start {load_before:.2f}, at end {os.getloadavg()[0]:.2f} "
+        "(other processes on the machine share its CPUs).",
     ]
     text = report.markdown("lmsync benchmarks", header, rows, notes)
     print(text)

@@ -26,6 +26,7 @@ from lmsync.storage import migrate
 from lmsync.storage.database import make_engine, make_session_factory, transaction
 from lmsync.storage.tables import Base
 from lmsync.web.app import create_app
+from tests.lms_peer import lms  # noqa: F401 - the LMS process fixture, for every test folder
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "LMSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

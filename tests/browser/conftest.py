@@ -26,7 +26,7 @@ from lmsync.settings import Settings
 from lmsync.storage.database import make_engine, make_session_factory, transaction
 from lmsync.web.app import create_app
 from tests.conftest import IN_CI, World
-from tests.integration.conftest import LmsProcess, lms  # noqa: F401 - the LMS process fixture
+from tests.lms_peer import LmsProcess
 
 CHROMIUM = os.environ.get("LMSYNC_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"

@@ -3,115 +3,20 @@ wired to it, on each database backend."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from lmsync.settings import Settings
 from lmsync.web.app import create_app
 from tests.conftest import World
+from tests.lms_peer import LMS_TOKEN, LmsProcess, scim_user
 
-LMS_TOKEN = "lms-test-token"
-
-
-@dataclass
-class LmsProcess:
-    """The SCIM server in its own process, and its admin endpoints."""
-
-    base_url: str
-    admin_url: str
-    token: str
-
-    def _http(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url,
-            headers={
-                "Authorization": f"Bearer {self.token}",
-                "Content-Type": "application/scim+json",
-            },
-            timeout=30,
-        )
-
-    def users(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        with self._http() as http:
-            start = 1
-            while True:
-                body = http.get("/Users", params={"startIndex": start, "count": 1000}).json()
-                out.extend(body.get("Resources", []))
-                start += len(body.get("Resources", []))
-                if not body.get("Resources") or start > body["totalResults"]:
-                    return out
-
-    def by_email(self, email: str) -> list[dict[str, Any]]:
-        key = email.casefold()
-        return [
-            u
-            for u in self.users()
-            if any(e["value"].casefold() == key for e in u.get("emails", []))
-        ]
-
-    def delete(self, user_id: str) -> None:
-        with self._http() as http:
-            assert http.delete(f"/Users/{user_id}").status_code == 204
-
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = httpx.get(f"{self.admin_url}/stats").json()
-        return result
-
-    def reset_stats(self) -> None:
-        httpx.post(f"{self.admin_url}/stats/reset").raise_for_status()
-
-    def fault(self, **rule: Any) -> None:
-        httpx.post(f"{self.admin_url}/faults", json=rule).raise_for_status()
-
-    def load(self, users: list[dict[str, Any]]) -> None:
-        response = httpx.post(f"{self.admin_url}/users", json=users, timeout=120)
-        assert response.status_code == 200, response.text
-
-
-def scim_user(
-    email: str, first: str = "Pre", last: str = "Existing", **extra: Any
-) -> dict[str, Any]:
-    return {
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-        "userName": email,
-        "name": {"givenName": first, "familyName": last},
-        "emails": [{"value": email, "type": "work", "primary": True}],
-        "active": True,
-        **extra,
-    }
-
-
-@pytest.fixture
-def lms(tmp_path: Path) -> Iterator[LmsProcess]:
-    log = (tmp_path / "lms.log").open("w")
-    with subprocess.Popen(
-        [sys.executable, "-m", "lmsync.lms.embedded", "--port", "0", "--token", LMS_TOKEN],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().strip()
-            assert line.startswith("ready "), line
-            base = line.removeprefix("ready ")
-            yield LmsProcess(
-                base_url=base, admin_url=base.removesuffix("/v2") + "/_admin", token=LMS_TOKEN
-            )
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-            log.close()
+__all__ = ["LMS_TOKEN", "LmsProcess", "scim_user"]
 
 
 @dataclass

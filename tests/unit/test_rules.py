@@ -540,7 +540,7 @@ def links(draw: st.DrawFn) -> LinkView:
     )
 
 
-scopes = st.builds(Scope, likely, likely, st.booleans(), st.booleans())
+scopes = st.builds(Scope, likely, likely, likely, likely)
 match_tuples = st.none() | st.lists(remote_users(), max_size=3, unique_by=lambda u: u.id).map(tuple)
 
 
