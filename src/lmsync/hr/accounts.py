@@ -147,27 +147,36 @@ def revoke_token(session: Session, token_id: str, user_id: str) -> None:
     record.revoked_at = record.revoked_at or utcnow()
 
 
+def principal_of(session: Session, user_id: str, account_id: str | None) -> Principal | None:
+    """The principal of a login acting in ``account_id``; None when the login or its
+    membership there is gone."""
+    user = session.get(User, user_id)
+    if user is None:
+        return None
+    role = None
+    if account_id is not None:
+        membership = session.get(Membership, (user.id, account_id))
+        if membership is None:
+            return None
+        role = membership.role
+    return Principal(
+        user_id=user.id,
+        email=user.email,
+        is_operator=user.is_operator,
+        account_id=account_id,
+        role=role,
+    )
+
+
 def principal_for_token(session: Session, token: str) -> Principal | None:
     """The principal a bearer token stands for, or None when unknown or revoked."""
     record = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_api_token(token)))
     if record is None or record.revoked_at is not None:
         return None
-    user = session.get(User, record.user_id)
-    if user is None:
-        return None
-    role = None
-    if record.account_id is not None:
-        membership = session.get(Membership, (user.id, record.account_id))
-        if membership is None:
-            return None
-        role = membership.role
+    principal = principal_of(session, record.user_id, record.account_id)
     now = utcnow()
-    if record.last_used_at is None or (now - record.last_used_at).total_seconds() > 60:
+    if principal is not None and (
+        record.last_used_at is None or (now - record.last_used_at).total_seconds() > 60
+    ):
         record.last_used_at = now
-    return Principal(
-        user_id=user.id,
-        email=user.email,
-        is_operator=user.is_operator,
-        account_id=record.account_id,
-        role=role,
-    )
+    return principal

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy import update as sa_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -262,6 +262,17 @@ class EmployeeFilter:
     text: str | None = None
 
 
+def text_condition(text: str) -> ColumnElement[bool]:
+    """Employees whose name, work email or number contains ``text`` (case-insensitive)."""
+    pattern = "%" + text.strip().replace("%", r"\%").replace("_", r"\_") + "%"
+    return or_(
+        Employee.first_name.ilike(pattern, escape="\\"),
+        Employee.last_name.ilike(pattern, escape="\\"),
+        Employee.work_email.ilike(pattern, escape="\\"),
+        Employee.employee_number.ilike(pattern, escape="\\"),
+    )
+
+
 def list_employees(
     session: Session, account_id: str, filters: EmployeeFilter, *, limit: int, offset: int
 ) -> tuple[list[Employee], int]:
@@ -271,15 +282,7 @@ def list_employees(
     if filters.excluded is not None:
         query = query.where(Employee.lms_excluded.is_(filters.excluded))
     if filters.text:
-        pattern = "%" + filters.text.strip().replace("%", r"\%").replace("_", r"\_") + "%"
-        query = query.where(
-            or_(
-                Employee.first_name.ilike(pattern, escape="\\"),
-                Employee.last_name.ilike(pattern, escape="\\"),
-                Employee.work_email.ilike(pattern, escape="\\"),
-                Employee.employee_number.ilike(pattern, escape="\\"),
-            )
-        )
+        query = query.where(text_condition(filters.text))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(
         query.order_by(Employee.last_name, Employee.first_name, Employee.id)

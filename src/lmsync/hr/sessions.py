@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from lmsync.domain.errors import DomainError
+from lmsync.hr.accounts import principal_of
 from lmsync.hr.principal import Principal
 from lmsync.security import hash_api_token, verify_password
 from lmsync.storage.tables import LoginFailure, Membership, User, WebSession, utcnow
@@ -96,22 +97,9 @@ def resolve(session: Session, token: str) -> BrowserSession | None:
     record = session.get(WebSession, hash_api_token(token))
     if record is None or record.expires_at <= utcnow():
         return None
-    user = session.get(User, record.user_id)
-    if user is None:
+    principal = principal_of(session, record.user_id, record.account_id)
+    if principal is None:
         return None
-    role = None
-    if record.account_id is not None:
-        membership = session.get(Membership, (user.id, record.account_id))
-        if membership is None:
-            return None
-        role = membership.role
-    principal = Principal(
-        user_id=user.id,
-        email=user.email,
-        is_operator=user.is_operator,
-        account_id=record.account_id,
-        role=role,
-    )
     return BrowserSession(token=token, principal=principal, csrf_token=record.csrf_token)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from lmsync.domain.errors import Conflict, NotFound
 from lmsync.domain.interface import InterfaceIn
+from lmsync.hr.employees import text_condition
 from lmsync.lms.base import ConnectionReport, LmsError
 from lmsync.security import SecretBox
 from lmsync.storage.tables import (
@@ -403,8 +404,6 @@ def employees_with_state(
     offset: int,
 ) -> tuple[list[tuple[Employee, str]], int]:
     """A page of employees with their LMS state, filtered like the employees list."""
-    from sqlalchemy import or_
-
     state_col = lms_state_column().label("lms_state")
     query = (
         select(Employee, state_col)
@@ -419,15 +418,7 @@ def employees_with_state(
     if lms_state:
         query = query.where(lms_state_column() == lms_state)
     if text:
-        pattern = "%" + text.strip().replace("%", r"\%").replace("_", r"\_") + "%"
-        query = query.where(
-            or_(
-                Employee.first_name.ilike(pattern, escape="\\"),
-                Employee.last_name.ilike(pattern, escape="\\"),
-                Employee.work_email.ilike(pattern, escape="\\"),
-                Employee.employee_number.ilike(pattern, escape="\\"),
-            )
-        )
+        query = query.where(text_condition(text))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.execute(
         query.order_by(Employee.last_name, Employee.first_name, Employee.id)
