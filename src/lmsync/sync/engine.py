@@ -273,12 +273,12 @@ class SyncEngine:
     ) -> RunSummary:
         now = utcnow()
         with self.sessions() as session:
-            planned, linked_total, claimed = self._load(session, account, scope, options, now)
+            planned, linked_total = self._load(session, account, scope, options, now)
         remote_all: dict[str, RemoteUser] | None = None
         unlinked = [p for p in planned if p.action.kind == Kind.CORRELATE]
         if options.full or len(unlinked) > LIST_ALL_THRESHOLD:
             remote_all = self._list_all(connector)
-        self._correlate(connector, planned, scope, remote_all, claimed)
+        self._correlate(connector, account.id, planned, scope, remote_all)
         counts = _count(planned)
         deactivations = counts.get(Kind.DEACTIVATE.value, 0)
         threshold = max(guard[1], math.ceil(linked_total * guard[0] / 100))
@@ -306,37 +306,45 @@ class SyncEngine:
 
     def _load(
         self, session: Session, account: Account, scope: Scope, options: RunOptions, now: datetime
-    ) -> tuple[list[Planned], int, dict[str, str]]:
+    ) -> tuple[list[Planned], int]:
+        """The employees this run looks at, with their links and states; the number of links.
+
+        An incremental run reads only the due employees' rows, so its cost does not grow with
+        the size of the account."""
         query = select(Employee).where(Employee.account_id == account.id)
         if options.employee_ids is not None:
             query = query.where(Employee.id.in_(options.employee_ids))
         elif not options.full:
             query = query.where(Employee.lms_due_at.is_not(None))
         employees = list(session.scalars(query))
-        states = {
-            s.employee_id: s
-            for s in session.scalars(select(LmsState).where(LmsState.account_id == account.id))
-        }
+        ids = [e.id for e in employees]
+        states = {s.employee_id: s for s in _rows_for(session, LmsState, account.id, ids, options)}
         if not options.full and options.employee_ids is None and options.trigger == "change":
             employees = [e for e in employees if _ready(e, states.get(e.id), now)]
         links = {
-            link.employee_id: link
-            for link in session.scalars(select(LmsLink).where(LmsLink.account_id == account.id))
+            link.employee_id: link for link in _rows_for(session, LmsLink, account.id, ids, options)
         }
-        claimed = {link.lms_user_id: link.employee_id for link in links.values()}
-        shared = set(
-            session.scalars(
-                select(Employee.work_email_key)
-                .where(
-                    Employee.account_id == account.id,
-                    Employee.status == "active",
-                    Employee.lms_excluded.is_(False),
-                    Employee.work_email_key.is_not(None),
-                )
-                .group_by(Employee.work_email_key)
-                .having(func.count() > 1)
+        linked_total = (
+            session.scalar(
+                select(func.count()).select_from(LmsLink).where(LmsLink.account_id == account.id)
             )
+            or 0
         )
+        shared_query = (
+            select(Employee.work_email_key)
+            .where(
+                Employee.account_id == account.id,
+                Employee.status == "active",
+                Employee.lms_excluded.is_(False),
+                Employee.work_email_key.is_not(None),
+            )
+            .group_by(Employee.work_email_key)
+            .having(func.count() > 1)
+        )
+        keys = {e.work_email_key for e in employees if e.work_email_key}
+        if not options.full and len(keys) <= 500:
+            shared_query = shared_query.where(Employee.work_email_key.in_(keys))
+        shared = set(session.scalars(shared_query))
         # Terminations first: they are the ones that must not wait.
         employees.sort(key=lambda e: (e.status != "terminated", e.id))
         planned = []
@@ -356,7 +364,7 @@ class SyncEngine:
             if link is not None:
                 session.expunge(link)
             planned.append(Planned(employee, view, link, action, employee.lms_due_at))
-        return planned, len(links), claimed
+        return planned, linked_total
 
     def _list_all(self, connector: Connector) -> dict[str, RemoteUser]:
         users: dict[str, RemoteUser] = {}
@@ -373,13 +381,28 @@ class SyncEngine:
                 break
         return users
 
+    def _claims(self, account_id: str, user_ids: set[str]) -> dict[str, str]:
+        """Which of these LMS users are already linked, and to whom."""
+        claimed: dict[str, str] = {}
+        ordered = sorted(user_ids)
+        with self.sessions() as session:
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start : start + 500]
+                rows = session.execute(
+                    select(LmsLink.lms_user_id, LmsLink.employee_id).where(
+                        LmsLink.account_id == account_id, LmsLink.lms_user_id.in_(chunk)
+                    )
+                )
+                claimed.update({str(u): str(e) for u, e in rows.tuples()})
+        return claimed
+
     def _correlate(
         self,
         connector: Connector,
+        account_id: str,
         planned: list[Planned],
         scope: Scope,
         remote_all: dict[str, RemoteUser] | None,
-        claimed: dict[str, str],
     ) -> None:
         by_email: dict[str, list[RemoteUser]] = {}
         if remote_all is not None:
@@ -396,6 +419,7 @@ class SyncEngine:
                         partial(connector.find_by_email, email),
                         self.retry_attempts,
                     )
+            found_by_index: dict[int, list[RemoteUser]] = {}
             for index, item in enumerate(planned):
                 link = item.link
                 if (
@@ -416,32 +440,33 @@ class SyncEngine:
                     continue
                 try:
                     if remote_all is not None:
-                        found = by_email.get(item.view.email_key or "", [])
+                        found_by_index[index] = by_email.get(item.view.email_key or "", [])
                     else:
-                        found = lookups[index].result()
+                        found_by_index[index] = lookups[index].result()
                 except LmsError as exc:
                     item.action = Action(Kind.CORRELATE, f"email lookup failed: {exc.message}")
-                    continue
-                matches = tuple(
-                    RemoteUser(u.id, u.active, u.email_key, u.fields, claimed.get(u.id))
-                    for u in found
-                )
-                gone_view = (
-                    LinkView(
-                        item.link.lms_user_id, item.link.lms_active, item.link.written, gone=True
+        claimed = self._claims(
+            account_id, {u.id for found in found_by_index.values() for u in found}
+        )
+        for index, found in found_by_index.items():
+            item = planned[index]
+            matches = tuple(
+                RemoteUser(u.id, u.active, u.email_key, u.fields, claimed.get(u.id)) for u in found
+            )
+            gone_view = (
+                LinkView(item.link.lms_user_id, item.link.lms_active, item.link.written, gone=True)
+                if item.link is not None
+                else None
+            )
+            item.action = rules.decide(item.view, gone_view, scope, matches)
+            if item.action.kind == Kind.LINK and item.action.lms_user_id is not None:
+                # Within one run, an LMS user can be claimed by one employee only.
+                owner = claimed.setdefault(item.action.lms_user_id, item.employee.id)
+                if owner != item.employee.id:
+                    item.action = Action(
+                        Kind.CONFLICT,
+                        f"the LMS user with this email is already linked to employee {owner}",
                     )
-                    if item.link is not None
-                    else None
-                )
-                item.action = rules.decide(item.view, gone_view, scope, matches)
-                if item.action.kind == Kind.LINK and item.action.lms_user_id is not None:
-                    # Within one run, an LMS user can be claimed by one employee only.
-                    owner = claimed.setdefault(item.action.lms_user_id, item.employee.id)
-                    if owner != item.employee.id:
-                        item.action = Action(
-                            Kind.CONFLICT,
-                            f"the LMS user with this email is already linked to employee {owner}",
-                        )
 
     # -- carrying the actions out ------------------------------------------------------------------
     def _execute(
@@ -789,6 +814,23 @@ class SyncEngine:
             run.message = message
             run.finished_at = utcnow()
         return RunSummary(run_id=run_id, status=status, counts=dict(counts), message=message)
+
+
+def _rows_for(
+    session: Session,
+    table: type[LmsLink] | type[LmsState],
+    account_id: str,
+    ids: list[str],
+    options: RunOptions,
+) -> list[Any]:
+    """The account's rows of ``table`` for these employees (all of them on a full pass)."""
+    query = select(table).where(table.account_id == account_id)
+    if options.full:
+        return list(session.scalars(query))
+    rows: list[Any] = []
+    for start in range(0, len(ids), 500):
+        rows.extend(session.scalars(query.where(table.employee_id.in_(ids[start : start + 500]))))
+    return rows
 
 
 def _ready(employee: Employee, state: LmsState | None, now: datetime) -> bool:
