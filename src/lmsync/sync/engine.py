@@ -16,10 +16,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import (
     RetryCallState,
@@ -393,7 +394,7 @@ class SyncEngine:
                         LmsLink.account_id == account_id, LmsLink.lms_user_id.in_(chunk)
                     )
                 )
-                claimed.update({str(u): str(e) for u, e in rows.tuples()})
+                claimed.update({str(row[0]): str(row[1]) for row in rows})
         return claimed
 
     def _correlate(
@@ -676,58 +677,108 @@ class SyncEngine:
     def _record(
         self, run_id: str, account_id: str, results: list[Result], done: int, total: int
     ) -> None:
+        """Keep one batch of results: links, states, outcomes, due markers, counts; one
+        transaction, a few statements (rows are read and written per batch, not per employee)."""
         now = utcnow()
-        with self.sessions() as session, session.begin():
+        ids = [r.planned.employee.id for r in results]
+        with self.sessions() as session, session.begin(), session.no_autoflush:
+            links = {
+                link.employee_id: link
+                for link in session.scalars(select(LmsLink).where(LmsLink.employee_id.in_(ids)))
+            }
+            states = {
+                state.employee_id: state
+                for state in session.scalars(select(LmsState).where(LmsState.employee_id.in_(ids)))
+            }
             run = session.get_one(SyncRun, run_id)
             counts = dict(run.counts or {})
+            cleared: list[dict[str, Any]] = []
+            outcomes: list[dict[str, Any]] = []
+            new_links: list[dict[str, Any]] = []
+            new_states: list[dict[str, Any]] = []
             for result in results:
-                self._record_one(session, run_id, account_id, result, now, counts)
+                employee_id = result.planned.employee.id
+                link = links.get(employee_id)
+                if link is None and _keeps_link(result):
+                    # New rows go in with one multi-row INSERT per table, not through the ORM.
+                    new_links.append(_new_link(account_id, result, now))
+                else:
+                    self._record_link(session, account_id, result, link, now)
+                state: Any = states.get(employee_id)
+                if state is None:
+                    state = SimpleNamespace(
+                        employee_id=employee_id, account_id=account_id, attempts=0
+                    )
+                    new_states.append(state.__dict__)
+                clear = self._record_state(state, run_id, result, now, counts)
+                if clear and result.planned.due_seen is not None:
+                    cleared.append({"eid": employee_id, "seen": result.planned.due_seen})
+                if _worth_an_outcome(result):
+                    outcomes.append(
+                        {
+                            "id": str(uuid.uuid4()),
+                            "run_id": run_id,
+                            "account_id": account_id,
+                            "employee_id": employee_id,
+                            "action": result.action,
+                            "outcome": result.outcome,
+                            "reason": result.reason,
+                            "lms_user_id": result.lms_user_id,
+                            "before": result.before,
+                            "after": _jsonable(result.after),
+                            "at": now,
+                        }
+                    )
             run.counts = counts
             run.progress_done, run.progress_total = done, total
-
-    def _record_one(
-        self,
-        session: Session,
-        run_id: str,
-        account_id: str,
-        result: Result,
-        now: datetime,
-        counts: dict[str, int],
-    ) -> None:
-        item = result.planned
-        employee_id = item.employee.id
-        action_kind = result.action
-        if (
-            result.drop_link
-            and item.link is not None
-            and result.lms_user_id != item.link.lms_user_id
-        ):
-            existing = session.get(LmsLink, employee_id)
-            if existing is not None:
-                session.delete(existing)
-                session.flush()
-        if result.outcome == "done" and result.lms_user_id is not None and action_kind != "none":
-            link = session.get(LmsLink, employee_id)
-            if link is None:
-                link = LmsLink(
-                    employee_id=employee_id,
-                    account_id=account_id,
-                    lms_user_id=result.lms_user_id,
-                    made_by=result.made_by or "matched",
-                    linked_at=now,
+            session.flush()
+            if cleared:
+                # Compare-and-clear: a change made while this run worked keeps the employee due.
+                table = cast(Table, Employee.__table__)
+                session.connection().execute(
+                    table.update()
+                    .where(table.c.id == bindparam("eid"), table.c.lms_due_at == bindparam("seen"))
+                    .values(lms_due_at=None),
+                    cleared,
                 )
-                session.add(link)
-            link.lms_active = bool(result.lms_active)
-            if result.written is not None:
-                link.written = result.written
-            link.synced_at = now
-        state = session.get(LmsState, employee_id)
-        if state is None:
-            state = LmsState(employee_id=employee_id, account_id=account_id, attempts=0)
-            session.add(state)
-        state.action, state.run_id, state.at = action_kind, run_id, now
+            if new_links:
+                session.connection().execute(cast(Table, LmsLink.__table__).insert(), new_links)
+            if new_states:
+                session.connection().execute(cast(Table, LmsState.__table__).insert(), new_states)
+            if outcomes:
+                session.connection().execute(cast(Table, SyncOutcome.__table__).insert(), outcomes)
+
+    @staticmethod
+    def _record_link(
+        session: Session, account_id: str, result: Result, link: LmsLink | None, now: datetime
+    ) -> None:
+        keeps = _keeps_link(result)
+        if link is not None and result.drop_link and not keeps:
+            session.delete(link)
+            return
+        if not keeps:
+            return
+        assert result.lms_user_id is not None
+        if link is None:
+            link = LmsLink(employee_id=result.planned.employee.id, account_id=account_id)
+            session.add(link)
+        if link.lms_user_id != result.lms_user_id:  # new, or relinked after the user was gone
+            link.lms_user_id = result.lms_user_id
+            link.made_by = result.made_by or "matched"
+            link.linked_at = now
+        link.lms_active = bool(result.lms_active)
+        if result.written is not None:
+            link.written = result.written
+        link.synced_at = now
+
+    @staticmethod
+    def _record_state(
+        state: Any, run_id: str, result: Result, now: datetime, counts: dict[str, int]
+    ) -> bool:
+        """Update the employee's LMS state; returns whether the due marker may be cleared."""
+        item = result.planned
+        state.action, state.run_id, state.at = result.action, run_id, now
         state.reason = result.reason
-        clear_due = True
         if result.outcome == "failed":
             counts["failed"] = counts.get("failed", 0) + 1
             state.outcome = "error"
@@ -736,51 +787,16 @@ class SyncEngine:
                 delay = RETRY_DELAYS[min(state.attempts - 1, len(RETRY_DELAYS) - 1)]
                 state.next_attempt_at = now + delay
                 state.rejected_record_at = None
-                clear_due = False
-            else:
-                state.next_attempt_at = None
-                state.rejected_record_at = item.employee.updated_at
-        else:
-            key = "excluded" if item.view.excluded else action_kind
-            counts[key] = counts.get(key, 0) + 1
-            kind = item.action.kind
-            state.outcome = {Kind.SKIP: "skipped", Kind.CONFLICT: "conflict"}.get(kind, "ok")
-            if kind == Kind.CORRELATE:  # the email lookup itself failed
-                state.outcome = "error"
-                clear_due = False
-                state.next_attempt_at = now + RETRY_DELAYS[0]
-            else:
-                state.attempts, state.next_attempt_at, state.rejected_record_at = 0, None, None
-        if clear_due and item.due_seen is not None:
-            # Compare-and-clear: a change made while this run worked keeps the employee due.
-            session.execute(
-                update(Employee)
-                .where(Employee.id == employee_id, Employee.lms_due_at == item.due_seen)
-                .values(lms_due_at=None)
-            )
-        if (
-            result.outcome == "failed"
-            or result.action != "none"
-            or item.action.kind
-            in (
-                Kind.SKIP,
-                Kind.CONFLICT,
-            )
-        ):
-            session.add(
-                SyncOutcome(
-                    run_id=run_id,
-                    account_id=account_id,
-                    employee_id=employee_id,
-                    action=action_kind,
-                    outcome=result.outcome,
-                    reason=result.reason,
-                    lms_user_id=result.lms_user_id,
-                    before=result.before,
-                    after=_jsonable(result.after),
-                    at=now,
-                )
-            )
+                return False
+            state.next_attempt_at = None
+            state.rejected_record_at = item.employee.updated_at
+            return True
+        key = "excluded" if item.view.excluded else result.action
+        counts[key] = counts.get(key, 0) + 1
+        kind = item.action.kind
+        state.outcome = {Kind.SKIP: "skipped", Kind.CONFLICT: "conflict"}.get(kind, "ok")
+        state.attempts, state.next_attempt_at, state.rejected_record_at = 0, None, None
+        return True
 
     def _record_plan(
         self, run_id: str, account_id: str, planned: list[Planned], outcome: str
@@ -841,6 +857,32 @@ def _ready(employee: Employee, state: LmsState | None, now: datetime) -> bool:
         return False
     return not (
         state.rejected_record_at is not None and employee.updated_at <= state.rejected_record_at
+    )
+
+
+def _keeps_link(result: Result) -> bool:
+    return result.outcome == "done" and result.lms_user_id is not None and result.action != "none"
+
+
+def _new_link(account_id: str, result: Result, now: datetime) -> dict[str, Any]:
+    return {
+        "employee_id": result.planned.employee.id,
+        "account_id": account_id,
+        "lms_user_id": result.lms_user_id,
+        "made_by": result.made_by or "matched",
+        "lms_active": bool(result.lms_active),
+        "written": result.written or {},
+        "linked_at": now,
+        "synced_at": now,
+    }
+
+
+def _worth_an_outcome(result: Result) -> bool:
+    """Outcome rows are kept for what was done, failed, skipped or in conflict (not no-ops)."""
+    return (
+        result.outcome == "failed"
+        or result.action != "none"
+        or result.planned.action.kind in (Kind.SKIP, Kind.CONFLICT)
     )
 
 
