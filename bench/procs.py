@@ -161,9 +161,15 @@ class Lms:
 def start_lms(workdir: Path, token: str, *, nodelay: bool, name: str) -> Lms:
     """Start a fresh embedded LMS (``--port 0``) and wait for its ``ready`` line."""
     if nodelay:
-        args = [sys.executable, str(BENCH_DIR / "lms_nodelay.py"), "--port", "0", "--token", token]
+        args = [
+            sys.executable,
+            str(BENCH_DIR / "lms_nodelay.py"),
+            "--port",
+            "0",
+            f"--token={token}",
+        ]
     else:
-        args = [sys.executable, "-m", "lmsync.lms.embedded", "--port", "0", "--token", token]
+        args = [sys.executable, "-m", "lmsync.lms.embedded", "--port", "0", f"--token={token}"]
     with (workdir / f"{name}.log").open("ab") as log:
         proc = spawn(args, log=log, env=child_env(), stdout=subprocess.PIPE)
     try:

@@ -151,7 +151,7 @@ def run_lmsync_side(
     with ExitStack() as stack:
         say("starting the LMS for lmsync and seeding it")
         lms = procs.start_lms(
-            workdir, secrets.token_urlsafe(16), nodelay=args.lms_nodelay, name="lms-lmsync"
+            workdir, secrets.token_hex(16), nodelay=args.lms_nodelay, name="lms-lmsync"
         )
         stack.callback(procs.stop, lms.proc)
         lms.load(seeds)
@@ -213,7 +213,7 @@ def run_client(
     with ExitStack() as stack:
         say(f"starting a fresh LMS for the {name} client and seeding it")
         lms = procs.start_lms(
-            workdir, secrets.token_urlsafe(16), nodelay=args.lms_nodelay, name=f"lms-{name}"
+            workdir, secrets.token_hex(16), nodelay=args.lms_nodelay, name=f"lms-{name}"
         )
         stack.callback(procs.stop, lms.proc)
         lms.load(seeds)

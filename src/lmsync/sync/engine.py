@@ -777,6 +777,16 @@ class SyncEngine:
     ) -> bool:
         """Update the employee's LMS state; returns whether the due marker may be cleared."""
         item = result.planned
+        unchanged = (
+            result.outcome == "none"
+            and getattr(state, "outcome", None) == "ok"
+            and getattr(state, "action", None) == result.action
+            and getattr(state, "reason", None) == result.reason
+        )
+        if unchanged:  # a no-op pass leaves the row alone: no write per employee per hour
+            key = "excluded" if item.view.excluded else result.action
+            counts[key] = counts.get(key, 0) + 1
+            return True
         state.action, state.run_id, state.at = result.action, run_id, now
         state.reason = result.reason
         if result.outcome == "failed":
