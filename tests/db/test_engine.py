@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +20,15 @@ from lmsync.lms.base import Connector, MisconfiguredError, RejectedError, Transi
 from lmsync.lms.fake import FakeLms
 from lmsync.security import SecretBox
 from lmsync.storage.database import make_session_factory, transaction
-from lmsync.storage.tables import Employee, LmsInterface, LmsLink, LmsState, SyncOutcome, utcnow
+from lmsync.storage.tables import (
+    Employee,
+    LmsInterface,
+    LmsLink,
+    LmsState,
+    SyncOutcome,
+    SyncRun,
+    utcnow,
+)
 from lmsync.sync.engine import RunOptions, SyncBusy, SyncEngine, has_ready_work
 from lmsync.sync.service import SyncService
 
@@ -184,3 +193,23 @@ def test_deactivation_guard_uses_the_minimum_and_the_percentage(setup: Setup) ->
     assert sum(1 for u in setup.lms.users.values() if not u["active"]) == 0
     approved = setup.run(approved=True, trigger="approval")
     assert approved.counts == {"deactivate": 6}
+
+
+def test_a_queued_run_waits_for_the_running_one(setup: Setup) -> None:
+    setup.hire(1)
+    other = SyncEngine(setup.sessions, setup.secrets, connector_factory=setup.factory)
+    assert other._acquire(setup.account_id)  # e.g. the worker's run
+    run_id = setup.service.sync(setup.account_id, dry_run=False, full=False, actor=None)
+    assert isinstance(run_id, str)
+    time.sleep(0.6)
+    with setup.sessions() as s:
+        assert s.get_one(SyncRun, run_id).status == "queued"
+    other._release(setup.account_id)
+    deadline = time.monotonic() + 10
+    status = "queued"
+    while status in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        with setup.sessions() as s:
+            status = s.get_one(SyncRun, run_id).status
+    assert status == "succeeded"
+    assert setup.lms.writes() == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,8 @@ from lmsync.sync.mapping import desired_fields
 from lmsync.sync.worker import SyncWorker, next_full_pass
 
 log = structlog.get_logger("lmsync.sync")
+
+QUEUE_PATIENCE = 120.0  # seconds a queued run waits for the account's lock
 
 ENABLE_SYNC_FIRST = (
     "user synchronization is not enabled for this account; please contact a product expert"
@@ -75,9 +78,10 @@ class SyncService:
         self.engine = engine
         self.worker = worker
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lmsync-run")
-        self._lock = threading.Lock()
+        self._closing = threading.Event()
 
     def close(self) -> None:
+        self._closing.set()
         self._pool.shutdown(wait=True)
 
     def changed(self) -> None:
@@ -132,13 +136,10 @@ class SyncService:
 
     # -- runs ------------------------------------------------------------------------------------
     def _queue(self, account_id: str, options: RunOptions) -> str:
-        """Create the run row now and run it in the background; returns its id."""
+        """Create the run row now and run it in the background (after the account's current run,
+        if any); returns its id."""
         with self.sessions() as session, session.begin():
-            interface = self.get_interface(session, account_id)
-            if interface.lock_owner is not None and (
-                interface.lock_until is not None and interface.lock_until > utcnow()
-            ):
-                raise SyncBusy("a sync of this account is already running")
+            self.get_interface(session, account_id)
             run = SyncRun(
                 account_id=account_id,
                 trigger=options.trigger,
@@ -153,13 +154,23 @@ class SyncService:
         return options.run_id
 
     def _run_logged(self, account_id: str, options: RunOptions) -> None:
-        try:
-            self.engine.run(account_id, options)
-        except SyncBusy:
-            self._fail_queued(options.run_id, "another sync of this account was running")
-        except Exception:
-            log.exception("background sync failed", account_id=account_id, run_id=options.run_id)
-            self._fail_queued(options.run_id, "unexpected error; see the server log")
+        # A queued run waits (a while) for the account's current run, e.g. the worker's.
+        deadline = time.monotonic() + QUEUE_PATIENCE
+        while True:
+            try:
+                self.engine.run(account_id, options)
+                return
+            except SyncBusy:
+                if time.monotonic() > deadline or self._closing.is_set():
+                    self._fail_queued(options.run_id, "another sync of this account kept running")
+                    return
+                self._closing.wait(0.25)
+            except Exception:
+                log.exception(
+                    "background sync failed", account_id=account_id, run_id=options.run_id
+                )
+                self._fail_queued(options.run_id, "unexpected error; see the server log")
+                return
 
     def _fail_queued(self, run_id: str | None, message: str) -> None:
         with self.sessions() as session, session.begin():

@@ -14,7 +14,6 @@ from lmsync.domain.employees import EmployeeCreateIn, RehireIn, TerminateIn
 from lmsync.domain.errors import Conflict, FieldError, ValidationFailed
 from lmsync.hr import employees
 from lmsync.hr.csv_import import pydantic_field_errors
-from lmsync.sync.engine import SyncBusy
 from lmsync.sync.service import LMS_STATES, employees_with_state
 from lmsync.web.deps import State
 from lmsync.web.pages.common import Browser, Writer, redirect, render, require_writer
@@ -317,10 +316,5 @@ async def lifecycle(
 @router.post("/employees/{employee_id}/lms/sync")
 def sync_employee(state: State, browser: Writer, employee_id: str) -> Response:
     account_id = require_writer(browser)
-    try:
-        state.sync.sync_employee(account_id, employee_id, browser.principal.user_id)
-    except SyncBusy:
-        return redirect(
-            f"/employees/{employee_id}?tab=security", "A sync is running; try again in a moment."
-        )
+    state.sync.sync_employee(account_id, employee_id, browser.principal.user_id)
     return redirect(f"/employees/{employee_id}?tab=security", "Sync started.")

@@ -18,7 +18,7 @@ from lmsync.domain.interface import InterfaceIn
 from lmsync.hr import accounts
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.storage.tables import Account, Employee, LmsInterface, SyncOutcome
-from lmsync.sync.engine import RunSummary, SyncBusy
+from lmsync.sync.engine import RunSummary
 from lmsync.web.deps import State
 from lmsync.web.pages.common import Browser, Writer, redirect, render, require_writer
 
@@ -148,10 +148,7 @@ async def activate(request: Request, state: State, browser: Writer) -> Response:
     form = await request.form()
     if form.get("confirm") != "yes":
         return redirect(SETTINGS, "Tick the confirmation box to activate.")
-    try:
-        run_id = state.sync.activate(account_id, dry_run=False, actor=browser.principal.user_id)
-    except SyncBusy:
-        return redirect(SETTINGS, "A sync is running; try again in a moment.")
+    run_id = state.sync.activate(account_id, dry_run=False, actor=browser.principal.user_id)
     return redirect(f"/sync/{run_id}", "Activation started.")
 
 
@@ -166,8 +163,6 @@ async def sync_now(request: Request, state: State, browser: Writer) -> Response:
             full=form.get("full") == "true",
             actor=browser.principal.user_id,
         )
-    except SyncBusy:
-        return redirect("/sync", "A sync is running; try again in a moment.")
     except Conflict as exc:
         return redirect(SETTINGS, exc.message)
     return redirect(f"/sync/{result}", "Sync started.")
