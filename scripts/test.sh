@@ -10,8 +10,8 @@ ensure_venv dev
 ensure_postgres
 ensure_chromium
 
-echo "==> ruff check";         .venv/bin/ruff check src tests
-echo "==> ruff format --check"; .venv/bin/ruff format --check src tests
+echo "==> ruff check";         .venv/bin/ruff check src tests bench
+echo "==> ruff format --check"; .venv/bin/ruff format --check src tests bench
 echo "==> mypy --strict";      .venv/bin/mypy
 echo "==> pytest (SQLite and PostgreSQL)"
 set +e
