@@ -141,6 +141,14 @@ class Lms:
     def writes(self) -> int:
         return int(self.stats()["writes"])
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the LMS process has used so far; NaN where /proc is missing."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def reset_stats(self) -> None:
         httpx.post(f"{self.admin_url}/stats/reset", timeout=30).raise_for_status()
 

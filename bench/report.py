@@ -142,10 +142,12 @@ def _draw(ax: Axes, panel: Panel) -> None:
     if panel.log:
         ax.set_xscale("log")
     for pos, value in zip(positions, panel.values, strict=True):
-        ax.text(value, pos, f" {value:,.3g}", va="center", fontsize=8)
+        text = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+        ax.text(value, pos, f" {text}", va="center", fontsize=8)
     if panel.target is not None:
         ax.axvline(panel.target, color="red", linewidth=1.5)
-        ax.text(panel.target, -0.45, f" {panel.target_label}", color="red", fontsize=8)
+        bottom = len(positions) - 0.55
+        ax.text(panel.target, bottom, f" {panel.target_label}", color="red", fontsize=8)
     ax.margins(x=0.25)
 
 

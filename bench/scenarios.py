@@ -59,6 +59,7 @@ class SyncResult:
     requests: int  # SCIM requests the LMS served
     writes: int
     peak_rss_mib: float
+    lms_cpu_seconds: float  # CPU the LMS process spent meanwhile
 
 
 @dataclass
@@ -71,6 +72,7 @@ class ClientResult:
     total: int
     requests: int
     failures: int
+    lms_cpu_seconds: float = float("nan")
 
     @property
     def extrapolated(self) -> bool:
@@ -89,6 +91,7 @@ def lmsync_env(setup: Setup) -> dict[str, str]:
 def lmsync_sync(workdir: Path, lms: Lms, setup: Setup, mode: str, timeout: float) -> SyncResult:
     """Run ``bench/sync_child.py`` (activation or full pass) and read the LMS's statistics."""
     lms.reset_stats()
+    cpu = lms.cpu_seconds()
     child = run_child(
         [
             sys.executable,
@@ -111,6 +114,7 @@ def lmsync_sync(workdir: Path, lms: Lms, setup: Setup, mode: str, timeout: float
         requests=sum(int(v) for v in stats["requests"].values()),
         writes=int(stats["writes"]),
         peak_rss_mib=child.peak_rss_mib,
+        lms_cpu_seconds=lms.cpu_seconds() - cpu,
     )
 
 
@@ -144,6 +148,7 @@ def raw_activation(lms: Lms, persons: list[Person]) -> ClientResult:
     lms.reset_stats()
     failures = 0
     with lms.client() as http:
+        cpu = lms.cpu_seconds()
         started = time.perf_counter()
         by_email: dict[str, list[dict[str, Any]]] = {}
         start = 1
@@ -177,7 +182,9 @@ def raw_activation(lms: Lms, persons: list[Person]) -> ClientResult:
         with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
             failures = sum(1 for ok in pool.map(one, desired) if not ok)
         seconds = time.perf_counter() - started
-    return ClientResult(seconds, seconds, len(persons), len(persons), lms.requests(), failures)
+        cpu = lms.cpu_seconds() - cpu
+    total = len(persons)
+    return ClientResult(seconds, seconds, total, total, lms.requests(), failures, cpu)
 
 
 def naive_activation(lms: Lms, persons: list[Person], *, limit: int, budget: float) -> ClientResult:
@@ -192,6 +199,7 @@ def naive_activation(lms: Lms, persons: list[Person], *, limit: int, budget: flo
     lms.reset_stats()
     done = failures = 0
     with lms.client(connections=1) as http:
+        cpu = lms.cpu_seconds()
         started = time.perf_counter()
         for fields in desired[:limit]:
             if done and time.perf_counter() - started > budget:
@@ -205,9 +213,10 @@ def naive_activation(lms: Lms, persons: list[Person], *, limit: int, budget: flo
                 failures += created.status_code not in (200, 201)
             done += 1
         measured = time.perf_counter() - started
+        cpu = lms.cpu_seconds() - cpu
     total = len(persons)
     seconds = measured * total / done if done else float("nan")
-    return ClientResult(seconds, measured, done, total, lms.requests(), failures)
+    return ClientResult(seconds, measured, done, total, lms.requests(), failures, cpu)
 
 
 # -- B2 / B3 -------------------------------------------------------------------------------------
@@ -349,6 +358,30 @@ def hire_latency(
             return exists
 
         return _measure(count, budget, act, poll=poll, sample_timeout=sample_timeout)
+
+
+@dataclass
+class LookupCost:
+    """What one email lookup costs the LMS, as lmsync asks it for a new hire."""
+
+    users: int
+    email_seconds: float  # GET /Users?filter=emails.value eq "..."
+    user_name_seconds: float  # GET /Users?filter=userName eq "..." (for comparison)
+
+
+def lookup_cost(lms: Lms) -> LookupCost:
+    """Time one ``emails.value eq`` and one ``userName eq`` lookup of an unknown address."""
+    with lms.client(connections=1) as http:
+        users = int(http.get("/Users", params={"count": 0}).json().get("totalResults", 0))
+        timings = []
+        for attribute in ("emails.value", "userName"):
+            started = time.perf_counter()
+            answer = http.get(
+                "/Users", params={"filter": f'{attribute} eq "nobody.at.all@example.com"'}
+            )
+            answer.raise_for_status()
+            timings.append(time.perf_counter() - started)
+    return LookupCost(users, timings[0], timings[1])
 
 
 # -- B5 ------------------------------------------------------------------------------------------

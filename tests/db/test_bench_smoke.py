@@ -26,6 +26,8 @@ def test_bench_runs_at_small_size(tmp_path: Path) -> None:
         "5",
         "--naive-budget",
         "10",
+        "--rounds",
+        "1",
         "--plot",
         str(png),
         "--markdown",

@@ -213,3 +213,22 @@ def test_a_queued_run_waits_for_the_running_one(setup: Setup) -> None:
             status = s.get_one(SyncRun, run_id).status
     assert status == "succeeded"
     assert setup.lms.writes() == 1
+
+
+def test_paging_stops_when_a_server_repeats_page_one(setup: Setup) -> None:
+    for n in range(3):
+        setup.hire(n)
+    setup.run()
+    real = setup.lms.list_page
+    calls: list[int] = []
+
+    def repeating(start_index: int, count: int) -> Any:
+        calls.append(start_index)
+        page = real(1, count)  # always page 1, and a total that never ends
+        return type(page)(users=page.users, total=10**9)
+
+    setup.lms.list_page = repeating  # type: ignore[method-assign]
+    summary = setup.run(full=True, trigger="hourly")
+    assert summary.status == "succeeded"
+    assert summary.counts == {"none": 3}
+    assert len(calls) == 2  # page 1, then page 1 again: nothing new, stop

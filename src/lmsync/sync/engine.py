@@ -61,6 +61,9 @@ LOCK_LEASE = timedelta(seconds=60)  # renewed every third of it while the run li
 BATCH = 200
 # Above this many unlinked employees, page through all LMS users once instead of one lookup each.
 LIST_ALL_THRESHOLD = 50
+# Users per list page; servers cap it at their own maximum (RFC 7644 §3.4.2.4) and paging
+# follows what they return.
+LIST_PAGE_SIZE = 1000
 RETRY_DELAYS = (
     timedelta(minutes=1),
     timedelta(minutes=5),
@@ -369,7 +372,7 @@ class SyncEngine:
 
     def _list_all(self, connector: Connector) -> dict[str, RemoteUser]:
         users: dict[str, RemoteUser] = {}
-        start, page_size = 1, 500
+        start, page_size = 1, LIST_PAGE_SIZE
         while True:
             page = with_retries(partial(connector.list_page, start, page_size), self.retry_attempts)
             new = [u for u in page.users if u.id not in users]
