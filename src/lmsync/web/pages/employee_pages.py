@@ -14,6 +14,7 @@ from lmsync.domain.employees import EmployeeCreateIn, RehireIn, TerminateIn
 from lmsync.domain.errors import Conflict, FieldError, ValidationFailed
 from lmsync.hr import employees
 from lmsync.hr.csv_import import pydantic_field_errors
+from lmsync.hr.sessions import BrowserSession
 from lmsync.sync.service import LMS_STATES, employees_with_state
 from lmsync.web.deps import State
 from lmsync.web.pages.common import Browser, Writer, redirect, render, require_writer
@@ -141,7 +142,7 @@ async def create_employee(request: Request, state: State, browser: Writer) -> Re
 def _file(
     request: Request,
     state: State,
-    browser: Any,
+    browser: BrowserSession,
     employee_id: str,
     tab: str,
     *,
@@ -220,7 +221,7 @@ async def save_exclusion(
 def _confirm(
     request: Request,
     state: State,
-    browser: Any,
+    browser: BrowserSession,
     employee_id: str,
     verb: str,
     *,

@@ -17,6 +17,7 @@ from lmsync.domain.errors import Conflict, NotFound
 from lmsync.domain.interface import InterfaceIn
 from lmsync.hr import accounts
 from lmsync.hr.csv_import import pydantic_field_errors
+from lmsync.hr.sessions import BrowserSession
 from lmsync.storage.tables import Account, Employee, LmsInterface, SyncOutcome
 from lmsync.sync.engine import RunSummary
 from lmsync.web.deps import State
@@ -50,7 +51,7 @@ def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
 def _settings_page(
     request: Request,
     state: State,
-    browser: Any,
+    browser: BrowserSession,
     *,
     values: dict[str, Any] | None = None,
     errors: dict[str, str] | None = None,
