@@ -279,10 +279,7 @@ def sync(
     service, engine = _sync_service()
     try:
         with service.sessions() as session:
-            interface = service.get_interface(session, account)
-            if activate and not dry_run:
-                interface.active = True
-                session.commit()
+            service.get_interface(session, account)
         options = RunOptions(
             trigger="activation" if activate else "manual",
             dry_run=dry_run,

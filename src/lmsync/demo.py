@@ -221,8 +221,6 @@ def run_demo(settings: Settings, *, port: int = 8000, lms_port: int = 0) -> None
         preview = service.activate(account_id, dry_run=True, actor=None)
         assert isinstance(preview, RunSummary)
         _print_counts("First activation — dry-run preview (nothing written):", preview)
-        with transaction(sessions) as session:
-            service.get_interface(session, account_id).active = True
         done = service.run_now(
             account_id, RunOptions(trigger="activation", full=True, activating=True)
         )

@@ -232,3 +232,32 @@ def test_paging_stops_when_a_server_repeats_page_one(setup: Setup) -> None:
     assert summary.status == "succeeded"
     assert summary.counts == {"none": 3}
     assert len(calls) == 2  # page 1, then page 1 again: nothing new, stop
+
+
+def test_activation_makes_the_interface_active_under_its_lock(setup: Setup) -> None:
+    from lmsync.sync.worker import SyncWorker
+
+    with transaction(setup.sessions) as s:
+        s.get_one(LmsInterface, setup.account_id).active = False
+    setup.hire(1)
+    holder = SyncEngine(setup.sessions, setup.secrets, connector_factory=setup.factory)
+    assert holder._acquire(setup.account_id)
+    run_id = setup.service.activate(setup.account_id, dry_run=False, actor=None)
+    assert isinstance(run_id, str)
+    worker = SyncWorker(setup.engine, setup.sessions)
+    time.sleep(0.3)
+    with setup.sessions() as s:
+        assert s.get_one(LmsInterface, setup.account_id).active is False
+    assert worker.tick() == 0  # no change run can overtake the queued activation
+    holder._release(setup.account_id)
+    deadline = time.monotonic() + 10
+    status = "queued"
+    while status in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        with setup.sessions() as s:
+            run = s.get_one(SyncRun, run_id)
+            status, counts = run.status, dict(run.counts)
+    assert status == "succeeded"
+    assert counts == {"create": 1}
+    with setup.sessions() as s:
+        assert s.get_one(LmsInterface, setup.account_id).active is True

@@ -242,6 +242,12 @@ class SyncEngine:
                 raise NotFound("this account has no LMS interface")
             run = self._start_run(session, account_id, options)
             run_id = run.id
+            if options.activating and not options.dry_run:
+                # Active only from here, under the account's lock: the worker (which looks at
+                # active interfaces only) cannot slip a change run in before the activation.
+                interface.active = True
+                interface.activated_at = interface.activated_at or utcnow()
+                session.flush()  # before the expunge below, which would drop the change
             scope = Scope(
                 user_sync_enabled=account.user_sync_enabled,
                 interface_active=interface.active or options.activating,

@@ -183,16 +183,15 @@ class SyncService:
         return self.engine.run(account_id, options)
 
     def activate(self, account_id: str, *, dry_run: bool, actor: str | None) -> RunSummary | str:
-        """First activation. A dry run returns the preview; otherwise the interface becomes
-        active and the activation run (every employee: match by email, create the rest) starts."""
+        """First activation. A dry run returns the preview; otherwise the activation run starts
+        (every employee: match by email, create the rest) and makes the interface active."""
         with self.sessions() as session, session.begin():
             account = session.get_one(Account, account_id)
             interface = self.get_interface(session, account_id)
             if not account.user_sync_enabled:
                 raise Conflict(ENABLE_SYNC_FIRST)
-            if not dry_run:
-                interface.active = True
-                interface.activated_at = interface.activated_at or utcnow()
+            if interface.active and not dry_run:
+                raise Conflict("the LMS interface is already active; use Sync now")
         options = RunOptions(
             trigger="activation", dry_run=dry_run, full=True, activating=True, actor_user_id=actor
         )
