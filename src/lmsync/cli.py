@@ -164,6 +164,15 @@ def token_create(
         typer.echo(issued.token)
 
 
+@token_app.command("revoke")
+def token_revoke() -> None:
+    """Revoke a token read from standard input (so it never lands in the shell history)."""
+    token = sys.stdin.readline().strip()
+    with _session() as session:
+        accounts.revoke_token(session, token)
+    typer.echo("token revoked")
+
+
 @employees_app.command("import")
 def employees_import(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],

@@ -67,6 +67,10 @@ def test_cli_end_to_end(cli: CliRunner, database_url: str, tmp_path: Path) -> No
             f"/api/v1/accounts/{account}", headers={"Authorization": f"Bearer {token}"}
         ).json()
         assert account_out["user_sync_enabled"] is True
+        assert run(cli, "token", "revoke", input=token + "\n") == "token revoked"
+        revoked = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert revoked.status_code == 401
+        assert "no such token" in run(cli, "token", "revoke", input="lms_nope\n", code=1)
 
 
 def test_cli_errors_are_readable(cli: CliRunner) -> None:

@@ -275,11 +275,18 @@ def test_first_activation_1000_against_500(harness: Harness) -> None:
 def test_dry_run_writes_nothing(harness: Harness) -> None:
     for n in range(5):
         harness.hire(f"E-{n}", f"p{n}@example.com")
+    leaver = harness.hire("E-9", "leaver@example.com")
+    harness.client.post(
+        f"/api/v1/employees/{leaver['id']}/terminate",
+        json={"termination_date": "2026-11-01"},
+        headers=harness.mhr,
+    )
     harness.lms.reset_stats()
     response = harness.client.post(
         "/api/v1/lms/interface/activate", json={"dry_run": True}, headers=harness.mhr
     )
     assert response.json()["to_create"] == 5
+    assert response.json()["nothing_to_do"] == 1  # the leaver: never created
     assert harness.lms.stats()["writes"] == 0
     assert harness.lms.users() == []
     run_id = response.json()["run_id"]

@@ -140,10 +140,11 @@ def create_token(
     return IssuedToken(token=token, record=record)
 
 
-def revoke_token(session: Session, token_id: str, user_id: str) -> None:
-    record = session.get(ApiToken, token_id)
-    if record is None or record.user_id != user_id:
-        raise NotFound("token not found")
+def revoke_token(session: Session, token: str) -> None:
+    """Revoke a token given as issued; it stops working at once."""
+    record = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_api_token(token)))
+    if record is None:
+        raise NotFound("no such token")
     record.revoked_at = record.revoked_at or utcnow()
 
 

@@ -199,10 +199,6 @@ class SyncService:
             return self.engine.run(account_id, options)
         return self._queue(account_id, options)
 
-    def deactivate_interface(self, account_id: str) -> None:
-        with self.sessions() as session, session.begin():
-            self.get_interface(session, account_id).active = False
-
     def sync(
         self, account_id: str, *, dry_run: bool, full: bool, actor: str | None
     ) -> RunSummary | str:
@@ -380,10 +376,6 @@ def _when(
     return "at the next hourly pass", next_full_pass(
         interface.last_full_pass_at, interface.minute_of_hour, interface.activated_at
     )
-
-
-def summary_dict(summary: RunSummary) -> dict[str, Any]:
-    return {"run_id": summary.run_id, "status": summary.status, "counts": summary.counts}
 
 
 LMS_STATES = ("not_linked", "linked", "deactivated", "skipped", "conflict", "error", "excluded")

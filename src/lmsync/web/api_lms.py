@@ -68,11 +68,11 @@ def _preview(summary: RunSummary) -> PreviewOut:
         "skip": "skipped_no_email",
         "conflict": "conflicts",
         "excluded": "excluded",
+        "none": "nothing_to_do",
     }
     values = {name: counts.pop(kind, 0) for kind, name in known.items()}
     return PreviewOut(
         run_id=summary.run_id,
-        not_created_terminated=0,
         other=counts,
         **values,
     )

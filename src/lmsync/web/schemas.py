@@ -202,7 +202,7 @@ class PreviewOut(BaseModel):
     skipped_no_email: int
     conflicts: int
     excluded: int
-    not_created_terminated: int
+    nothing_to_do: int = Field(description="e.g. terminated and never in the LMS")
     other: dict[str, int]
 
 
