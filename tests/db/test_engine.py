@@ -261,3 +261,29 @@ def test_activation_makes_the_interface_active_under_its_lock(setup: Setup) -> N
     assert counts == {"create": 1}
     with setup.sessions() as s:
         assert s.get_one(LmsInterface, setup.account_id).active is True
+
+
+def test_many_writes_in_chunks_are_each_recorded_once(setup: Setup) -> None:
+    """300 writes over 2 worker threads go in chunks; every result lands, in one row each."""
+    setup.engine.concurrency = 2
+    ids = [setup.hire(n) for n in range(300)]
+    for n in range(0, 300, 3):
+        setup.lms.add_user(f"P{n}@Example.com", first_name="F", last_name=f"L{n}")
+    setup.lms.fail_next.append(TransientError("503 once"))
+    summary = setup.run(trigger="activation", full=True)
+    assert summary.counts == {"create": 200, "link": 100}
+    with setup.sessions() as s:
+        run = s.get_one(SyncRun, summary.run_id)
+        assert (run.progress_done, run.progress_total) == (300, 300)
+        links = {link.employee_id: link for link in s.scalars(select(LmsLink))}
+        states = list(s.scalars(select(LmsState)))
+        outcomes = list(s.scalars(select(SyncOutcome).where(SyncOutcome.run_id == run.id)))
+        due = s.scalars(select(Employee.id).where(Employee.lms_due_at.is_not(None))).all()
+    assert set(links) == set(ids)
+    assert len({link.lms_user_id for link in links.values()}) == 300
+    assert sum(link.made_by == "matched" for link in links.values()) == 100
+    assert sorted(state.employee_id for state in states) == sorted(ids)
+    assert {state.outcome for state in states} == {"ok"}
+    assert sorted(o.employee_id for o in outcomes) == sorted(ids)
+    assert due == []
+    assert len(setup.lms.users) == 300

@@ -11,16 +11,15 @@ from __future__ import annotations
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import (
     RetryCallState,
@@ -41,35 +40,25 @@ from lmsync.lms.base import (
 )
 from lmsync.lms.registry import ConnectorFactory, build_connector
 from lmsync.security import SecretBox
-from lmsync.storage.tables import (
-    Account,
-    Employee,
-    LmsInterface,
-    LmsLink,
-    LmsState,
-    SyncOutcome,
-    SyncRun,
-    utcnow,
-)
-from lmsync.sync import rules
+from lmsync.storage.tables import Account, Employee, LmsInterface, LmsState, SyncRun, utcnow
+from lmsync.sync import rules, snapshot
 from lmsync.sync.mapping import create_only_fields, desired_fields
+from lmsync.sync.recording import Planned, Result, record_batch, record_plan
 from lmsync.sync.rules import Action, EmployeeView, Kind, LinkView, RemoteUser, Scope
+from lmsync.sync.snapshot import EmployeeRecord, LinkRecord, StateRecord
 
 log = structlog.get_logger("lmsync.sync")
 
 LOCK_LEASE = timedelta(seconds=60)  # renewed every third of it while the run lives
-BATCH = 200
+BATCH = 500  # results recorded per transaction
 # Above this many unlinked employees, page through all LMS users once instead of one lookup each.
 LIST_ALL_THRESHOLD = 50
 # Users per list page; servers cap it at their own maximum (RFC 7644 §3.4.2.4) and paging
 # follows what they return.
 LIST_PAGE_SIZE = 1000
-RETRY_DELAYS = (
-    timedelta(minutes=1),
-    timedelta(minutes=5),
-    timedelta(minutes=30),
-    timedelta(hours=2),
-)
+# Writes go to the worker threads in chunks of up to this many employees (fewer when there is
+# little to do, so that every worker gets some): a chunk costs one hand-over between threads.
+MAX_CHUNK = 32
 
 
 class SyncBusy(Conflict):
@@ -86,31 +75,6 @@ class RunOptions:
     activating: bool = False  # the first activation: the interface counts as active
     actor_user_id: str | None = None
     run_id: str | None = None  # a run row created beforehand (status "queued")
-
-
-@dataclass
-class Planned:
-    employee: Employee
-    view: EmployeeView
-    link: LmsLink | None
-    action: Action
-    due_seen: datetime | None
-
-
-@dataclass
-class Result:
-    planned: Planned
-    outcome: str  # done | failed | none
-    action: str
-    reason: str = ""
-    lms_user_id: str | None = None
-    made_by: str | None = None
-    lms_active: bool | None = None
-    written: dict[str, Any] | None = None
-    drop_link: bool = False
-    error: LmsError | None = None
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None
 
 
 @dataclass
@@ -321,40 +285,20 @@ class SyncEngine:
 
         An incremental run reads only the due employees' rows, so its cost does not grow with
         the size of the account."""
-        query = select(Employee).where(Employee.account_id == account.id)
-        if options.employee_ids is not None:
-            query = query.where(Employee.id.in_(options.employee_ids))
-        elif not options.full:
-            query = query.where(Employee.lms_due_at.is_not(None))
-        employees = list(session.scalars(query))
-        ids = [e.id for e in employees]
-        states = {s.employee_id: s for s in _rows_for(session, LmsState, account.id, ids, options)}
-        if not options.full and options.employee_ids is None and options.trigger == "change":
+        due_only = not options.full and options.employee_ids is None
+        employees = snapshot.employees(
+            session, account.id, employee_ids=options.employee_ids, due_only=due_only
+        )
+        ids = None if options.full else [e.id for e in employees]
+        states = snapshot.by_employee(session, StateRecord, account.id, ids)
+        if due_only and options.trigger == "change":
             employees = [e for e in employees if _ready(e, states.get(e.id), now)]
-        links = {
-            link.employee_id: link for link in _rows_for(session, LmsLink, account.id, ids, options)
-        }
-        linked_total = (
-            session.scalar(
-                select(func.count()).select_from(LmsLink).where(LmsLink.account_id == account.id)
-            )
-            or 0
-        )
-        shared_query = (
-            select(Employee.work_email_key)
-            .where(
-                Employee.account_id == account.id,
-                Employee.status == "active",
-                Employee.lms_excluded.is_(False),
-                Employee.work_email_key.is_not(None),
-            )
-            .group_by(Employee.work_email_key)
-            .having(func.count() > 1)
-        )
+            ids = [e.id for e in employees]
+        links = snapshot.by_employee(session, LinkRecord, account.id, ids)
+        linked_total = snapshot.linked_total(session, account.id)
         keys = {e.work_email_key for e in employees if e.work_email_key}
-        if not options.full and len(keys) <= 500:
-            shared_query = shared_query.where(Employee.work_email_key.in_(keys))
-        shared = set(session.scalars(shared_query))
+        among = keys if not options.full and len(keys) <= 500 else None
+        shared = snapshot.shared_email_keys(session, account.id, among)
         # Terminations first: they are the ones that must not wait.
         employees.sort(key=lambda e: (e.status != "terminated", e.id))
         planned = []
@@ -370,10 +314,7 @@ class SyncEngine:
             link = links.get(employee.id)
             link_view = LinkView(link.lms_user_id, link.lms_active, link.written) if link else None
             action = rules.decide(view, link_view, scope)
-            session.expunge(employee)
-            if link is not None:
-                session.expunge(link)
-            planned.append(Planned(employee, view, link, action, employee.lms_due_at))
+            planned.append(Planned(employee, view, link, states.get(employee.id), action))
         return planned, linked_total
 
     def _list_all(self, connector: Connector) -> dict[str, RemoteUser]:
@@ -393,18 +334,8 @@ class SyncEngine:
 
     def _claims(self, account_id: str, user_ids: set[str]) -> dict[str, str]:
         """Which of these LMS users are already linked, and to whom."""
-        claimed: dict[str, str] = {}
-        ordered = sorted(user_ids)
         with self.sessions() as session:
-            for start in range(0, len(ordered), 500):
-                chunk = ordered[start : start + 500]
-                rows = session.execute(
-                    select(LmsLink.lms_user_id, LmsLink.employee_id).where(
-                        LmsLink.account_id == account_id, LmsLink.lms_user_id.in_(chunk)
-                    )
-                )
-                claimed.update({str(row[0]): str(row[1]) for row in rows})
-        return claimed
+            return snapshot.claimed_users(session, account_id, user_ids)
 
     def _correlate(
         self,
@@ -487,25 +418,53 @@ class SyncEngine:
         run_id: str,
         now: datetime,
     ) -> None:
+        """Carry the writes out on the worker threads; record the results in plan order."""
         create_only = create_only_fields(account, now)
         total = len(planned)
-        done = 0
-        pending: list[Result] = []
+        writes = sum(1 for item in planned if _writes(item))
+        size = max(1, min(MAX_CHUNK, writes // (self.concurrency * 4)))
+        results: list[Result | None] = [None] * total
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = [
-                pool.submit(self._apply, connector, item, create_only)
-                if item.action.writes or item.action.drop_link
-                else None
-                for item in planned
-            ]
-            for item, future in zip(planned, futures, strict=True):
-                pending.append(future.result() if future else _no_write(item))
+            jobs: list[tuple[list[int], Future[list[Result]]]] = []
+            chunk: list[int] = []
+            for index, item in enumerate(planned):
+                if not _writes(item):
+                    results[index] = _no_write(item)
+                    continue
+                chunk.append(index)
+                if len(chunk) == size:
+                    items = [planned[i] for i in chunk]
+                    jobs.append(
+                        (chunk, pool.submit(self._apply_all, connector, items, create_only))
+                    )
+                    chunk = []
+            if chunk:
+                items = [planned[i] for i in chunk]
+                jobs.append((chunk, pool.submit(self._apply_all, connector, items, create_only)))
+            # Jobs hold increasing indexes, so the first missing result is in the next job.
+            next_job = 0
+            pending: list[Result] = []
+            done = 0
+            for index in range(total):
+                while results[index] is None:
+                    indexes, future = jobs[next_job]
+                    for i, applied in zip(indexes, future.result(), strict=True):
+                        results[i] = applied
+                    next_job += 1
+                result = results[index]
+                assert result is not None
+                pending.append(result)
                 if len(pending) >= BATCH:
                     done += len(pending)
                     self._record(run_id, account.id, pending, done, total)
                     pending = []
         done += len(pending)
         self._record(run_id, account.id, pending, done, total)
+
+    def _apply_all(
+        self, connector: Connector, items: list[Planned], create_only: Mapping[str, Any]
+    ) -> list[Result]:
+        return [self._apply(connector, item, create_only) for item in items]
 
     def _apply(self, connector: Connector, item: Planned, create_only: Mapping[str, Any]) -> Result:
         action = item.action
@@ -686,158 +645,18 @@ class SyncEngine:
     def _record(
         self, run_id: str, account_id: str, results: list[Result], done: int, total: int
     ) -> None:
-        """Keep one batch of results: links, states, outcomes, due markers, counts; one
-        transaction, a few statements (rows are read and written per batch, not per employee)."""
-        now = utcnow()
-        ids = [r.planned.employee.id for r in results]
-        with self.sessions() as session, session.begin(), session.no_autoflush:
-            links = {
-                link.employee_id: link
-                for link in session.scalars(select(LmsLink).where(LmsLink.employee_id.in_(ids)))
-            }
-            states = {
-                state.employee_id: state
-                for state in session.scalars(select(LmsState).where(LmsState.employee_id.in_(ids)))
-            }
-            run = session.get_one(SyncRun, run_id)
-            counts = dict(run.counts or {})
-            cleared: list[dict[str, Any]] = []
-            outcomes: list[dict[str, Any]] = []
-            new_links: list[dict[str, Any]] = []
-            new_states: list[dict[str, Any]] = []
-            for result in results:
-                employee_id = result.planned.employee.id
-                link = links.get(employee_id)
-                if link is None and _keeps_link(result):
-                    # New rows go in with one multi-row INSERT per table, not through the ORM.
-                    new_links.append(_new_link(account_id, result, now))
-                else:
-                    self._record_link(session, account_id, result, link, now)
-                state: Any = states.get(employee_id)
-                if state is None:
-                    state = SimpleNamespace(
-                        employee_id=employee_id, account_id=account_id, attempts=0
-                    )
-                    new_states.append(state.__dict__)
-                clear = self._record_state(state, run_id, result, now, counts)
-                if clear and result.planned.due_seen is not None:
-                    cleared.append({"eid": employee_id, "seen": result.planned.due_seen})
-                if _worth_an_outcome(result):
-                    outcomes.append(
-                        {
-                            "id": str(uuid.uuid4()),
-                            "run_id": run_id,
-                            "account_id": account_id,
-                            "employee_id": employee_id,
-                            "action": result.action,
-                            "outcome": result.outcome,
-                            "reason": result.reason,
-                            "lms_user_id": result.lms_user_id,
-                            "before": result.before,
-                            "after": _jsonable(result.after),
-                            "at": now,
-                        }
-                    )
-            run.counts = counts
-            run.progress_done, run.progress_total = done, total
-            session.flush()
-            if cleared:
-                # Compare-and-clear: a change made while this run worked keeps the employee due.
-                table = cast(Table, Employee.__table__)
-                session.connection().execute(
-                    table.update()
-                    .where(table.c.id == bindparam("eid"), table.c.lms_due_at == bindparam("seen"))
-                    .values(lms_due_at=None),
-                    cleared,
-                )
-            if new_links:
-                session.connection().execute(cast(Table, LmsLink.__table__).insert(), new_links)
-            if new_states:
-                session.connection().execute(cast(Table, LmsState.__table__).insert(), new_states)
-            if outcomes:
-                session.connection().execute(cast(Table, SyncOutcome.__table__).insert(), outcomes)
-
-    @staticmethod
-    def _record_link(
-        session: Session, account_id: str, result: Result, link: LmsLink | None, now: datetime
-    ) -> None:
-        keeps = _keeps_link(result)
-        if link is not None and result.drop_link and not keeps:
-            session.delete(link)
-            return
-        if not keeps:
-            return
-        assert result.lms_user_id is not None
-        if link is None:
-            link = LmsLink(employee_id=result.planned.employee.id, account_id=account_id)
-            session.add(link)
-        if link.lms_user_id != result.lms_user_id:  # new, or relinked after the user was gone
-            link.lms_user_id = result.lms_user_id
-            link.made_by = result.made_by or "matched"
-            link.linked_at = now
-        link.lms_active = bool(result.lms_active)
-        if result.written is not None:
-            link.written = result.written
-        link.synced_at = now
-
-    @staticmethod
-    def _record_state(
-        state: Any, run_id: str, result: Result, now: datetime, counts: dict[str, int]
-    ) -> bool:
-        """Update the employee's LMS state; returns whether the due marker may be cleared."""
-        item = result.planned
-        unchanged = (
-            result.outcome == "none"
-            and getattr(state, "outcome", None) == "ok"
-            and getattr(state, "action", None) == result.action
-            and getattr(state, "reason", None) == result.reason
-        )
-        if unchanged:  # a no-op pass leaves the row alone: no write per employee per hour
-            key = "excluded" if item.view.excluded else result.action
-            counts[key] = counts.get(key, 0) + 1
-            return True
-        state.action, state.run_id, state.at = result.action, run_id, now
-        state.reason = result.reason
-        if result.outcome == "failed":
-            counts["failed"] = counts.get("failed", 0) + 1
-            state.outcome = "error"
-            state.attempts = (state.attempts or 0) + 1
-            if isinstance(result.error, TransientError) or result.error is None:
-                delay = RETRY_DELAYS[min(state.attempts - 1, len(RETRY_DELAYS) - 1)]
-                state.next_attempt_at = now + delay
-                state.rejected_record_at = None
-                return False
-            state.next_attempt_at = None
-            state.rejected_record_at = item.employee.updated_at
-            return True
-        key = "excluded" if item.view.excluded else result.action
-        counts[key] = counts.get(key, 0) + 1
-        kind = item.action.kind
-        state.outcome = {Kind.SKIP: "skipped", Kind.CONFLICT: "conflict"}.get(kind, "ok")
-        state.attempts, state.next_attempt_at, state.rejected_record_at = 0, None, None
-        return True
+        """Keep one batch of results (see ``recording``): one transaction, a few statements."""
+        with self.sessions() as session, session.begin():
+            record_batch(session.connection(), run_id, account_id, results, done, total, utcnow())
 
     def _record_plan(
         self, run_id: str, account_id: str, planned: list[Planned], outcome: str
     ) -> None:
         now = utcnow()
-        for chunk in _chunks(planned, 1000):
+        for start in range(0, len(planned), 1000):
             with self.sessions() as session, session.begin():
-                session.add_all(
-                    SyncOutcome(
-                        run_id=run_id,
-                        account_id=account_id,
-                        employee_id=item.employee.id,
-                        action=item.action.kind.value,
-                        outcome=outcome,
-                        reason=item.action.reason,
-                        lms_user_id=item.action.lms_user_id
-                        or (item.link.lms_user_id if item.link else None),
-                        after=_jsonable(dict(item.action.changes)) or None,
-                        at=now,
-                    )
-                    for item in chunk
-                )
+                chunk = planned[start : start + 1000]
+                record_plan(session.connection(), run_id, account_id, chunk, outcome, now)
 
     def _finish(
         self, run_id: str, status: str, counts: Mapping[str, int], message: str | None
@@ -851,24 +670,7 @@ class SyncEngine:
         return RunSummary(run_id=run_id, status=status, counts=dict(counts), message=message)
 
 
-def _rows_for(
-    session: Session,
-    table: type[LmsLink] | type[LmsState],
-    account_id: str,
-    ids: list[str],
-    options: RunOptions,
-) -> list[Any]:
-    """The account's rows of ``table`` for these employees (all of them on a full pass)."""
-    query = select(table).where(table.account_id == account_id)
-    if options.full:
-        return list(session.scalars(query))
-    rows: list[Any] = []
-    for start in range(0, len(ids), 500):
-        rows.extend(session.scalars(query.where(table.employee_id.in_(ids[start : start + 500]))))
-    return rows
-
-
-def _ready(employee: Employee, state: LmsState | None, now: datetime) -> bool:
+def _ready(employee: EmployeeRecord, state: StateRecord | None, now: datetime) -> bool:
     """Due work that may run now: not waiting for a retry, not a rejection of the same record."""
     if state is None:
         return True
@@ -879,30 +681,8 @@ def _ready(employee: Employee, state: LmsState | None, now: datetime) -> bool:
     )
 
 
-def _keeps_link(result: Result) -> bool:
-    return result.outcome == "done" and result.lms_user_id is not None and result.action != "none"
-
-
-def _new_link(account_id: str, result: Result, now: datetime) -> dict[str, Any]:
-    return {
-        "employee_id": result.planned.employee.id,
-        "account_id": account_id,
-        "lms_user_id": result.lms_user_id,
-        "made_by": result.made_by or "matched",
-        "lms_active": bool(result.lms_active),
-        "written": result.written or {},
-        "linked_at": now,
-        "synced_at": now,
-    }
-
-
-def _worth_an_outcome(result: Result) -> bool:
-    """Outcome rows are kept for what was done, failed, skipped or in conflict (not no-ops)."""
-    return (
-        result.outcome == "failed"
-        or result.action != "none"
-        or result.planned.action.kind in (Kind.SKIP, Kind.CONFLICT)
-    )
+def _writes(item: Planned) -> bool:
+    return item.action.writes or item.action.drop_link
 
 
 def _no_write(item: Planned) -> Result:
@@ -944,14 +724,3 @@ def has_ready_work(session: Session, account_id: str, now: datetime) -> bool:
         .limit(1)
     )
     return session.scalar(query) is not None
-
-
-def _jsonable(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if values is None:
-        return None
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
-
-
-def _chunks(items: list[Planned], size: int) -> Iterator[list[Planned]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

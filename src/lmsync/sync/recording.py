@@ -1,0 +1,311 @@
+"""Keeping what a sync run did: links, per-employee states, outcomes, due markers and run counts.
+
+A batch of results is written in one transaction with a few Core statements (multi-row inserts,
+executemany updates), compared against the run's snapshot rather than re-read: no ORM object is
+built per employee, and an employee whose state does not change costs no write at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, bindparam, select
+from sqlalchemy.engine import Connection
+
+from lmsync.lms.base import LmsError, TransientError
+from lmsync.storage.bulk import insert_rows
+from lmsync.storage.tables import Employee, LmsLink, LmsState, SyncOutcome, SyncRun
+from lmsync.sync.rules import Action, EmployeeView, Kind
+from lmsync.sync.snapshot import EmployeeRecord, LinkRecord, StateRecord
+
+RETRY_DELAYS = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+)
+
+
+@dataclass(slots=True)
+class Planned:
+    """One employee of a run: what was read, and the action the rules chose."""
+
+    employee: EmployeeRecord
+    view: EmployeeView
+    link: LinkRecord | None
+    state: StateRecord | None
+    action: Action
+
+
+@dataclass(slots=True)
+class Result:
+    """What carrying out a planned action gave."""
+
+    planned: Planned
+    outcome: str  # done | failed | none
+    action: str
+    reason: str = ""
+    lms_user_id: str | None = None
+    made_by: str | None = None
+    lms_active: bool | None = None
+    written: dict[str, Any] | None = None
+    drop_link: bool = False
+    error: LmsError | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+def _table(model: type[Any]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+EMPLOYEES, LINKS, STATES = _table(Employee), _table(LmsLink), _table(LmsState)
+RUNS, OUTCOMES = _table(SyncRun), _table(SyncOutcome)
+
+_UPDATE_LINK = (
+    LINKS.update()
+    .where(LINKS.c.employee_id == bindparam("key_employee_id"))
+    .values(
+        lms_user_id=bindparam("lms_user_id"),
+        made_by=bindparam("made_by"),
+        lms_active=bindparam("lms_active"),
+        written=bindparam("written"),
+        linked_at=bindparam("linked_at"),
+        synced_at=bindparam("synced_at"),
+    )
+)
+# Compare-and-clear: a change made while the run worked moved the employee's due time, so the
+# employee stays due. (One statement per row: a row-value IN list makes PostgreSQL scan.)
+_CLEAR_DUE = (
+    EMPLOYEES.update()
+    .where(EMPLOYEES.c.id == bindparam("key_id"), EMPLOYEES.c.lms_due_at == bindparam("seen"))
+    .values(lms_due_at=None)
+)
+_STATE_FIELDS = (
+    "action",
+    "outcome",
+    "reason",
+    "attempts",
+    "next_attempt_at",
+    "rejected_record_at",
+    "run_id",
+    "at",
+)
+_UPDATE_STATE = (
+    STATES.update()
+    .where(STATES.c.employee_id == bindparam("key_employee_id"))
+    .values({name: bindparam(name) for name in _STATE_FIELDS})
+)
+
+
+@dataclass
+class _Batch:
+    link_inserts: list[dict[str, Any]]
+    link_updates: list[dict[str, Any]]
+    link_deletes: list[str]
+    state_inserts: list[dict[str, Any]]
+    state_updates: list[dict[str, Any]]
+    cleared: list[dict[str, Any]]
+    outcomes: list[dict[str, Any]]
+    counts: dict[str, int]
+
+
+def record_batch(
+    connection: Connection,
+    run_id: str,
+    account_id: str,
+    results: list[Result],
+    done: int,
+    total: int,
+    now: datetime,
+) -> None:
+    """Write one batch of results and the run's progress, inside the caller's transaction."""
+    batch = _Batch([], [], [], [], [], [], [], {})
+    for result in results:
+        _link_change(batch, account_id, result, now)
+        _state_change(batch, account_id, run_id, result, now)
+        if _worth_an_outcome(result):
+            batch.outcomes.append(_outcome_row(run_id, account_id, result, now))
+    counts = connection.execute(select(RUNS.c.counts).where(RUNS.c.id == run_id)).scalar_one()
+    merged = dict(counts or {})
+    for key, value in batch.counts.items():
+        merged[key] = merged.get(key, 0) + value
+    connection.execute(
+        RUNS.update()
+        .where(RUNS.c.id == run_id)
+        .values(counts=merged, progress_done=done, progress_total=total)
+    )
+    if batch.link_deletes:
+        connection.execute(LINKS.delete().where(LINKS.c.employee_id.in_(batch.link_deletes)))
+    if batch.link_updates:
+        connection.execute(_UPDATE_LINK, batch.link_updates)
+    insert_rows(connection, LINKS, batch.link_inserts)
+    if batch.state_updates:
+        connection.execute(_UPDATE_STATE, batch.state_updates)
+    insert_rows(connection, STATES, batch.state_inserts)
+    if batch.cleared:
+        connection.execute(_CLEAR_DUE, batch.cleared)
+    insert_rows(connection, OUTCOMES, batch.outcomes)
+
+
+def record_plan(
+    connection: Connection,
+    run_id: str,
+    account_id: str,
+    planned: list[Planned],
+    outcome: str,
+    now: datetime,
+) -> None:
+    """Keep a plan that was not carried out (a dry run, or a run held by the guard)."""
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "run_id": run_id,
+            "account_id": account_id,
+            "employee_id": item.employee.id,
+            "action": item.action.kind.value,
+            "outcome": outcome,
+            "reason": item.action.reason,
+            "lms_user_id": item.action.lms_user_id
+            or (item.link.lms_user_id if item.link else None),
+            "before": None,
+            "after": jsonable(dict(item.action.changes)) or None,
+            "at": now,
+        }
+        for item in planned
+    ]
+    insert_rows(connection, OUTCOMES, rows)
+
+
+def _link_change(batch: _Batch, account_id: str, result: Result, now: datetime) -> None:
+    link = result.planned.link
+    keeps = keeps_link(result)
+    employee_id = result.planned.employee.id
+    if link is not None and result.drop_link and not keeps:
+        batch.link_deletes.append(employee_id)
+        return
+    if not keeps:
+        return
+    if link is None:
+        batch.link_inserts.append(
+            {
+                "employee_id": employee_id,
+                "account_id": account_id,
+                "lms_user_id": result.lms_user_id,
+                "made_by": result.made_by or "matched",
+                "lms_active": bool(result.lms_active),
+                "written": result.written or {},
+                "linked_at": now,
+                "synced_at": now,
+            }
+        )
+        return
+    relinked = link.lms_user_id != result.lms_user_id  # the linked user was gone
+    batch.link_updates.append(
+        {
+            "key_employee_id": employee_id,
+            "lms_user_id": result.lms_user_id,
+            "made_by": (result.made_by or "matched") if relinked else link.made_by,
+            "lms_active": bool(result.lms_active),
+            "written": result.written if result.written is not None else link.written,
+            "linked_at": now if relinked else link.linked_at,
+            "synced_at": now,
+        }
+    )
+
+
+def _state_change(
+    batch: _Batch, account_id: str, run_id: str, result: Result, now: datetime
+) -> None:
+    item = result.planned
+    state = item.state
+    key = "excluded" if item.view.excluded else result.action
+    unchanged = (
+        result.outcome == "none"
+        and state is not None
+        and state.outcome == "ok"
+        and state.action == result.action
+        and state.reason == result.reason
+    )
+    clear = True
+    if unchanged:  # a no-op pass leaves the row alone: no write per employee per hour
+        batch.counts[key] = batch.counts.get(key, 0) + 1
+        _clear(batch, item, clear)
+        return
+    values: dict[str, Any] = {
+        "action": result.action,
+        "reason": result.reason,
+        "run_id": run_id,
+        "at": now,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "rejected_record_at": None,
+    }
+    if result.outcome == "failed":
+        batch.counts["failed"] = batch.counts.get("failed", 0) + 1
+        values["outcome"] = "error"
+        values["attempts"] = (state.attempts if state else 0) + 1
+        if isinstance(result.error, TransientError) or result.error is None:
+            delay = RETRY_DELAYS[min(values["attempts"] - 1, len(RETRY_DELAYS) - 1)]
+            values["next_attempt_at"] = now + delay
+            clear = False  # stays due: retried after the delay
+        else:
+            # A permanent rejection: tried again once the employee's record changes.
+            values["rejected_record_at"] = item.employee.updated_at
+    else:
+        batch.counts[key] = batch.counts.get(key, 0) + 1
+        kind = item.action.kind
+        values["outcome"] = {Kind.SKIP: "skipped", Kind.CONFLICT: "conflict"}.get(kind, "ok")
+    if state is None:
+        batch.state_inserts.append(
+            {"employee_id": item.employee.id, "account_id": account_id, **values}
+        )
+    else:
+        batch.state_updates.append({"key_employee_id": item.employee.id, **values})
+    _clear(batch, item, clear)
+
+
+def _clear(batch: _Batch, item: Planned, clear: bool) -> None:
+    if clear and item.employee.lms_due_at is not None:
+        batch.cleared.append({"key_id": item.employee.id, "seen": item.employee.lms_due_at})
+
+
+def _outcome_row(run_id: str, account_id: str, result: Result, now: datetime) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "run_id": run_id,
+        "account_id": account_id,
+        "employee_id": result.planned.employee.id,
+        "action": result.action,
+        "outcome": result.outcome,
+        "reason": result.reason,
+        "lms_user_id": result.lms_user_id,
+        "before": result.before,
+        "after": jsonable(result.after),
+        "at": now,
+    }
+
+
+def keeps_link(result: Result) -> bool:
+    return result.outcome == "done" and result.lms_user_id is not None and result.action != "none"
+
+
+def _worth_an_outcome(result: Result) -> bool:
+    """Outcome rows are kept for what was done, failed, skipped or in conflict (not no-ops)."""
+    return (
+        result.outcome == "failed"
+        or result.action != "none"
+        or result.planned.action.kind in (Kind.SKIP, Kind.CONFLICT)
+    )
+
+
+def jsonable(values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}

@@ -1,0 +1,182 @@
+"""What a sync run reads from the database, as plain tuples: employees, links and states.
+
+A run reads these rows once, without the ORM (no identity map, no per-row object to build or
+expunge), and keeps them as its snapshot: only the engine writes links and states, and it does so
+under the account's lock, so the snapshot is what the recording compares against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
+
+from sqlalchemy import ColumnElement, Select, Table, func, select
+from sqlalchemy.orm import Session
+
+from lmsync.storage.tables import Employee, LmsLink, LmsState
+
+# Rows are read in chunks of ids, so that an IN list stays far below every database's limit.
+ID_CHUNK = 500
+
+
+class EmployeeRecord(NamedTuple):
+    """The columns of an employee that a sync reads (the mapped fields and the sync markers)."""
+
+    id: str
+    employee_number: str
+    first_name: str
+    last_name: str
+    language: str | None
+    work_email: str | None
+    work_email_key: str | None
+    company_name: str | None
+    job_title: str | None
+    home_phone: str | None
+    home_phone_e164: str | None
+    cell_phone: str | None
+    cell_phone_e164: str | None
+    address: str | None
+    city: str | None
+    province: str | None
+    country: str | None
+    postal_code: str | None
+    status: str
+    lms_excluded: bool
+    lms_due_at: datetime | None
+    updated_at: datetime
+
+
+class LinkRecord(NamedTuple):
+    """An employee's link to an LMS user, as recorded before the run."""
+
+    employee_id: str
+    lms_user_id: str
+    made_by: str
+    lms_active: bool
+    written: dict[str, Any]
+    linked_at: datetime
+
+
+class StateRecord(NamedTuple):
+    """An employee's last LMS outcome, as recorded before the run."""
+
+    employee_id: str
+    action: str
+    outcome: str
+    reason: str
+    attempts: int
+    next_attempt_at: datetime | None
+    rejected_record_at: datetime | None
+
+
+Record = TypeVar("Record", EmployeeRecord, LinkRecord, StateRecord)
+
+
+def _table(model: type[Any]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def _columns(model: type[Any], record: type[Record]) -> list[ColumnElement[Any]]:
+    table = _table(model)
+    return [table.c[name] for name in record._fields]
+
+
+EMPLOYEE_COLUMNS = _columns(Employee, EmployeeRecord)
+LINK_COLUMNS = _columns(LmsLink, LinkRecord)
+STATE_COLUMNS = _columns(LmsState, StateRecord)
+
+
+def chunks(ids: list[str], size: int = ID_CHUNK) -> Iterator[list[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _read(session: Session, query: Select[Any], record: type[Record]) -> Iterable[Record]:
+    return (record._make(row) for row in session.execute(query))
+
+
+def employees(
+    session: Session, account_id: str, *, employee_ids: list[str] | None, due_only: bool
+) -> list[EmployeeRecord]:
+    """The account's employees: these ids, the due ones, or all of them."""
+    table = _table(Employee)
+    query = select(*EMPLOYEE_COLUMNS).where(table.c.account_id == account_id)
+    if employee_ids is not None:
+        found: list[EmployeeRecord] = []
+        for chunk in chunks(employee_ids):
+            found.extend(_read(session, query.where(table.c.id.in_(chunk)), EmployeeRecord))
+        return found
+    if due_only:
+        query = query.where(table.c.lms_due_at.is_not(None))
+    return list(_read(session, query, EmployeeRecord))
+
+
+Keyed = TypeVar("Keyed", LinkRecord, StateRecord)
+
+
+def by_employee(
+    session: Session, record: type[Keyed], account_id: str, employee_ids: list[str] | None
+) -> dict[str, Keyed]:
+    """The links or the states of these employees (of the whole account when ids are None)."""
+    model = LmsLink if record is LinkRecord else LmsState
+    return {row.employee_id: row for row in _rows(session, model, record, account_id, employee_ids)}
+
+
+def _rows(
+    session: Session,
+    model: type[Any],
+    record: type[Record],
+    account_id: str,
+    employee_ids: list[str] | None,
+) -> Iterator[Record]:
+    table = _table(model)
+    query = select(*_columns(model, record)).where(table.c.account_id == account_id)
+    if employee_ids is None:
+        yield from _read(session, query, record)
+        return
+    for chunk in chunks(employee_ids):
+        yield from _read(session, query.where(table.c.employee_id.in_(chunk)), record)
+
+
+def linked_total(session: Session, account_id: str) -> int:
+    table = _table(LmsLink)
+    query = select(func.count()).select_from(table).where(table.c.account_id == account_id)
+    return session.scalar(query) or 0
+
+
+def shared_email_keys(session: Session, account_id: str, among: set[str] | None) -> set[str]:
+    """Work email keys held by more than one active, included employee of the account.
+
+    ``among`` narrows the question to these keys (an incremental run asks about its own)."""
+    table = _table(Employee)
+    query = (
+        select(table.c.work_email_key)
+        .where(
+            table.c.account_id == account_id,
+            table.c.status == "active",
+            table.c.lms_excluded.is_(False),
+            table.c.work_email_key.is_not(None),
+        )
+        .group_by(table.c.work_email_key)
+        .having(func.count() > 1)
+    )
+    if among is not None:
+        query = query.where(table.c.work_email_key.in_(among))
+    return set(session.scalars(query))
+
+
+def claimed_users(session: Session, account_id: str, user_ids: set[str]) -> dict[str, str]:
+    """Which of these LMS users are already linked, and to which employee."""
+    table = _table(LmsLink)
+    claimed: dict[str, str] = {}
+    for chunk in chunks(sorted(user_ids)):
+        rows = session.execute(
+            select(table.c.lms_user_id, table.c.employee_id).where(
+                table.c.account_id == account_id, table.c.lms_user_id.in_(chunk)
+            )
+        )
+        claimed.update({str(row[0]): str(row[1]) for row in rows})
+    return claimed
