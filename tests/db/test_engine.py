@@ -287,3 +287,41 @@ def test_many_writes_in_chunks_are_each_recorded_once(setup: Setup) -> None:
     assert sorted(o.employee_id for o in outcomes) == sorted(ids)
     assert due == []
     assert len(setup.lms.users) == 300
+
+
+def _link(setup: Setup, employee_id: str) -> LmsLink:
+    with setup.sessions() as s:
+        return s.get_one(LmsLink, employee_id)
+
+
+def test_full_pass_records_what_it_reads_without_writing_to_the_lms(setup: Setup) -> None:
+    """Drift that needs no write still reaches the link: the employee file tells the truth."""
+    kept, stale = setup.hire(1), setup.hire(2)
+    setup.run()
+    with transaction(setup.sessions) as s:
+        s.get_one(LmsInterface, setup.account_id).deactivate_terminated = False
+        employees.terminate(
+            s,
+            None,
+            setup.account_id,
+            kept,
+            TerminateIn.model_validate({"termination_date": "2026-11-01"}),
+        )
+        s.get_one(LmsLink, stale).written = {}  # a record that lags behind the LMS
+    setup.run()
+    assert _link(setup, kept).lms_active  # the switch is off: lmsync left the user active
+    setup.lms.users[_link(setup, kept).lms_user_id]["active"] = False  # an admin, by hand
+    writes = setup.lms.writes()
+
+    summary = setup.run(full=True, trigger="hourly")
+
+    assert summary.status == "succeeded"
+    assert setup.lms.writes() == writes
+    assert not _link(setup, kept).lms_active
+    refreshed = _link(setup, stale)
+    assert refreshed.written["email"] == "p2@example.com"
+    assert refreshed.written["last_name"] == "L2"
+    synced = (_link(setup, kept).synced_at, refreshed.synced_at)
+    setup.run(full=True, trigger="hourly")
+    assert (_link(setup, kept).synced_at, _link(setup, stale).synced_at) == synced
+    assert setup.lms.writes() == writes

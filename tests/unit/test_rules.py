@@ -18,6 +18,7 @@ from lmsync.sync.rules import (
     EmployeeView,
     FieldValues,
     Kind,
+    LinkRefresh,
     LinkView,
     RemoteUser,
     Scope,
@@ -662,6 +663,12 @@ def apply(emp: EmployeeView, world: World, action: Action) -> None:
         assert world.link.user_id == action.lms_user_id
         world.lms[world.link.user_id] = replace(world.lms[world.link.user_id], active=False)
         world.link.lms_active = False
+    if action.refresh is not None:
+        assert action.kind == Kind.NONE
+        assert world.link is not None
+        world.link.lms_active = action.refresh.lms_active
+        if action.refresh.written is not None:
+            world.link.written = dict(action.refresh.written)
 
 
 @st.composite
@@ -689,6 +696,7 @@ def test_property_convergence_one_pass_then_nothing_to_do(
     assert second.kind == Kind.NONE, (first, second, world)
     assert not second.writes
     assert not second.drop_link
+    assert second.refresh is None  # the link's record converged too
     assert_end_state(emp, world, scope, before, full=full)
 
 
@@ -836,3 +844,39 @@ def test_property_account_plan_one_employee_per_lms_user_and_no_duplicate_create
     assert len(created_emails) == len(set(created_emails)), "the same email created twice"
     targets = list(links.values())
     assert len(targets) == len(set(targets)), f"an LMS user linked twice: {links}"
+
+
+# -- a full pass keeps the link's record in step with what it read ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("emp", "view", "refresh"),
+    [
+        pytest.param(
+            employee(),
+            link(lms_active=False, remote=remote(active=True)),
+            LinkRefresh(True, desired()),
+            id="reactivated by hand in the LMS, up to date",
+        ),
+        pytest.param(
+            employee(),
+            link(written={}, remote=remote()),
+            LinkRefresh(True, desired()),
+            id="record lags behind the values the LMS holds",
+        ),
+        pytest.param(
+            employee(active=False),
+            link(lms_active=True, remote=remote(active=False)),
+            LinkRefresh(False),
+            id="terminated, deactivated by hand in the LMS",
+        ),
+        pytest.param(employee(), link(remote=remote()), None, id="in step: nothing to record"),
+    ],
+)
+def test_full_pass_refreshes_a_stale_link_without_writing(
+    emp: EmployeeView, view: LinkView, refresh: LinkRefresh | None
+) -> None:
+    action = decide(emp, view, IN_SCOPE)
+    assert action.kind == Kind.NONE
+    assert not action.writes
+    assert action.refresh == refresh

@@ -61,6 +61,9 @@ LIST_PAGE_SIZE = 1000
 MAX_CHUNK = 32
 
 
+_AFTER_LISTING = Action(Kind.NONE, "decided once the LMS users are read")
+
+
 class SyncBusy(Conflict):
     """Another sync of the same account is running."""
 
@@ -312,8 +315,15 @@ class SyncEngine:
                 desired=desired_fields(employee, account),
             )
             link = links.get(employee.id)
-            link_view = LinkView(link.lms_user_id, link.lms_active, link.written) if link else None
-            action = rules.decide(view, link_view, scope)
+            if link is not None and options.full:
+                # A full pass reads every LMS user first; linked employees are decided against
+                # what the LMS holds then (_correlate), not twice.
+                action = _AFTER_LISTING
+            else:
+                link_view = (
+                    LinkView(link.lms_user_id, link.lms_active, link.written) if link else None
+                )
+                action = rules.decide(view, link_view, scope)
             planned.append(Planned(employee, view, link, states.get(employee.id), action))
         return planned, linked_total
 

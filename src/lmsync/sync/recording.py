@@ -190,6 +190,18 @@ def _link_change(batch: _Batch, account_id: str, result: Result, now: datetime) 
     if link is not None and result.drop_link and not keeps:
         batch.link_deletes.append(employee_id)
         return
+    refresh = result.planned.action.refresh
+    if link is not None and refresh is not None and result.outcome == "none":
+        batch.link_updates.append(
+            {
+                **_link_values(link),
+                "key_employee_id": employee_id,
+                "lms_active": refresh.lms_active,
+                "written": link.written if refresh.written is None else dict(refresh.written),
+                "synced_at": now,
+            }
+        )
+        return
     if not keeps:
         return
     if link is None:
@@ -220,21 +232,27 @@ def _link_change(batch: _Batch, account_id: str, result: Result, now: datetime) 
     )
 
 
+def _link_values(link: LinkRecord) -> dict[str, Any]:
+    return {
+        "lms_user_id": link.lms_user_id,
+        "made_by": link.made_by,
+        "lms_active": link.lms_active,
+        "written": link.written,
+        "linked_at": link.linked_at,
+    }
+
+
 def _state_change(
     batch: _Batch, account_id: str, run_id: str, result: Result, now: datetime
 ) -> None:
     item = result.planned
     state = item.state
     key = "excluded" if item.view.excluded else result.action
-    unchanged = (
-        result.outcome == "none"
-        and state is not None
-        and state.outcome == "ok"
-        and state.action == result.action
-        and state.reason == result.reason
-    )
+    # A no-op after a success leaves the row alone: the employee file keeps showing the last
+    # thing lmsync did (the next action is computed live), and an hourly pass costs no write.
+    unchanged = result.outcome == "none" and state is not None and state.outcome == "ok"
     clear = True
-    if unchanged:  # a no-op pass leaves the row alone: no write per employee per hour
+    if unchanged:
         batch.counts[key] = batch.counts.get(key, 0) + 1
         _clear(batch, item, clear)
         return

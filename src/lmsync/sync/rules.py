@@ -73,6 +73,16 @@ class LinkView:
 
 
 @dataclass(frozen=True)
+class LinkRefresh:
+    """What the link should record after a full pass read the LMS user, when no write is needed
+    but the record is stale (the user was reactivated or deactivated in the LMS by hand, or the
+    record lags behind values the LMS already holds)."""
+
+    lms_active: bool
+    written: FieldValues | None = None  # None: keep the recorded values
+
+
+@dataclass(frozen=True)
 class Action:
     kind: Kind
     reason: str = ""
@@ -80,6 +90,7 @@ class Action:
     changes: FieldValues = field(default_factory=dict)  # fields to write (all of them on create)
     reactivate: bool = False  # LINK/UPDATE of a deactivated user of an active employee
     drop_link: bool = False  # the linked user is gone: forget it before acting
+    refresh: LinkRefresh | None = None  # no write, but the link's record follows the LMS
 
     @property
     def writes(self) -> bool:
@@ -160,7 +171,12 @@ def _linked(employee: EmployeeView, link: LinkView, scope: Scope) -> Action:
     remote_active = link.remote.active if link.remote is not None else link.lms_active
     if not employee.active:
         if not remote_active:
-            return none("terminated; LMS user already deactivated")
+            stale = link.lms_active  # the LMS user was deactivated by hand, or in a lost run
+            return Action(
+                Kind.NONE,
+                "terminated; LMS user already deactivated",
+                refresh=LinkRefresh(False) if stale else None,
+            )
         if not scope.deactivate_terminated:
             return none("terminated; deactivation of LMS users is switched off")
         return Action(Kind.DEACTIVATE, "terminated", lms_user_id=link.lms_user_id)
@@ -183,7 +199,13 @@ def _linked(employee: EmployeeView, link: LinkView, scope: Scope) -> Action:
             lms_user_id=link.lms_user_id,
             changes=changes,
         )
-    return none("up to date")
+    stale = link.remote is not None and (
+        not link.lms_active or bool(diff(employee.desired, link.written))
+    )
+    # The LMS holds the employee's values (up to letter case): record those, as a write would.
+    return Action(
+        Kind.NONE, "up to date", refresh=LinkRefresh(True, employee.desired) if stale else None
+    )
 
 
 def duplicate_email_keys(employees: list[tuple[str | None, bool, bool]]) -> set[str]:
