@@ -166,8 +166,13 @@ class Lms:
                 raise RuntimeError(f"seeding the LMS failed: {response.text[:500]}")
 
 
-def start_lms(workdir: Path, token: str, *, nodelay: bool, name: str) -> Lms:
-    """Start a fresh embedded LMS (``--port 0``) and wait for its ``ready`` line."""
+def start_lms(
+    workdir: Path, token: str, *, nodelay: bool, name: str, stock_search: bool = False
+) -> Lms:
+    """Start a fresh embedded LMS (``--port 0``) and wait for its ``ready`` line.
+
+    ``stock_search``: scim2-server's own search, which walks every user on an email lookup,
+    instead of the embedded LMS's email index."""
     if nodelay:
         args = [
             sys.executable,
@@ -178,6 +183,8 @@ def start_lms(workdir: Path, token: str, *, nodelay: bool, name: str) -> Lms:
         ]
     else:
         args = [sys.executable, "-m", "lmsync.lms.embedded", "--port", "0", f"--token={token}"]
+    if stock_search:
+        args.append("--stock-search")
     with (workdir / f"{name}.log").open("ab") as log:
         proc = spawn(args, log=log, env=child_env(), stdout=subprocess.PIPE)
     try:

@@ -420,6 +420,8 @@ class EngineResult:
     employees: int
     counts: dict[str, int]
     writes: int
+    pass_seconds: float  # then a full pass with nothing to change (B4, lmsync's own share)
+    pass_writes: int
 
     @property
     def per_second(self) -> float:
@@ -457,6 +459,17 @@ def engine_alone(database_url: str, data_dir: Path, persons: list[Person]) -> En
             setup.account_id, RunOptions(trigger="activation", full=True, activating=True)
         )
         seconds = time.perf_counter() - started
+        writes = fake.writes()
+        started = time.perf_counter()
+        sync.run(setup.account_id, RunOptions(trigger="hourly", full=True))
+        pass_seconds = time.perf_counter() - started
     finally:
         engine.dispose()
-    return EngineResult(seconds, len(persons), dict(summary.counts), fake.writes())
+    return EngineResult(
+        seconds,
+        len(persons),
+        dict(summary.counts),
+        writes,
+        pass_seconds,
+        fake.writes() - writes,
+    )

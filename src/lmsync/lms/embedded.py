@@ -45,9 +45,11 @@ from scim2_models import (
     User,
 )
 from scim2_server.applications.asgi import ASGIApplication
-from scim2_server.memory import AsyncInMemoryStorage
+from scim2_server.memory import AsyncInMemoryStorage, InMemoryStorage
 from scim2_server.requests import ScimRequest
 from scim2_server.utils import load_default_service_provider_config
+
+from lmsync.lms.email_index import EmailIndexedStorage
 
 __all__ = [
     "LMS_EXTENSION_URN",
@@ -123,15 +125,18 @@ def build_provider(*, bearer: bool) -> ScimProvider:
     )
 
 
-def build_app(token: str | None) -> "LmsMiddleware":
+def build_app(token: str | None, *, email_index: bool = True) -> "LmsMiddleware":
     """The ASGI application of the embedded LMS: scim2-server in memory, behind the middleware.
 
     With a ``token``, every SCIM request but ``GET /ServiceProviderConfig`` must carry
-    ``Authorization: Bearer <token>``.
+    ``Authorization: Bearer <token>``. ``email_index``: answer ``emails.value eq`` searches from
+    an index, as a real LMS would (see ``email_index.py``); False serves scim2-server's stock
+    search, which walks every user.
     """
     if token == "":
         raise ValueError("the bearer token must not be empty (pass None to disable it)")
-    scim = ASGIApplication(AsyncInMemoryStorage(), build_provider(bearer=token is not None))
+    storage = AsyncInMemoryStorage(EmailIndexedStorage() if email_index else InMemoryStorage())
+    scim = ASGIApplication(storage, build_provider(bearer=token is not None))
     return LmsMiddleware(scim, token)
 
 
@@ -510,9 +515,12 @@ class EmbeddedLms:
     'http://127.0.0.1:41234/v2'
     """
 
-    def __init__(self, port: int = 0, token: str | None = None) -> None:
+    def __init__(
+        self, port: int = 0, token: str | None = None, *, email_index: bool = True
+    ) -> None:
         self.requested_port = port
         self.token = token
+        self.email_index = email_index
         self.app: LmsMiddleware | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -543,7 +551,7 @@ class EmbeddedLms:
         """Listen on 127.0.0.1 and return once requests are served."""
         if self._thread is not None:
             raise RuntimeError("the embedded LMS is already started")
-        app = build_app(self.token)
+        app = build_app(self.token, email_index=self.email_index)
         sock = _listen(self.requested_port)
         port = int(sock.getsockname()[1])
         ready = threading.Event()
@@ -606,6 +614,12 @@ def main(argv: list[str] | None = None) -> None:
         "--port", type=int, default=0, help="TCP port on 127.0.0.1 (default 0: a free port)"
     )
     parser.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: none)")
+    parser.add_argument(
+        "--stock-search",
+        action="store_true",
+        help="serve scim2-server's own search, which walks every user for an email lookup "
+        "(default: an index of the users' emails, as a real LMS has)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
@@ -623,7 +637,8 @@ def main(argv: list[str] | None = None) -> None:
     # uvicorn handles SIGINT/SIGTERM itself (graceful shutdown), restores these handlers and
     # raises the signal again: exit with status 0 instead of dying from it.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    server = _Server(_config(build_app(args.token), port), on_ready=announce)
+    app = build_app(args.token, email_index=not args.stock_search)
+    server = _Server(_config(app, port), on_ready=announce)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:
