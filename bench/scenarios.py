@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -25,7 +25,7 @@ from dataset import Person, Setup
 from procs import BENCH_DIR, Lms, child_env, run_child
 from sqlalchemy import select
 
-from lmsync.lms.base import AlreadyExistsError, Connector
+from lmsync.lms.base import AlreadyExistsError, Connector, UserPage
 from lmsync.lms.fake import FakeLms
 from lmsync.lms.scim import (
     PATCH_OP,
@@ -397,6 +397,25 @@ class IndexedFakeLms(FakeLms):
     def __init__(self) -> None:
         super().__init__()
         self._taken: set[str] = set()
+        self._listing: list[RemoteUser] | None = None  # the users as listed, until a write
+
+    def list_page(self, start_index: int, count: int) -> UserPage:
+        """Pages of one listing (FakeLms copies the whole user list for every page)."""
+        self._count("list_page")
+        if self._listing is None:
+            self._listing = [self._remote(user_id) for user_id in self.users]
+        page = self._listing[start_index - 1 : start_index - 1 + count]
+        return UserPage(users=page, total=len(self._listing))
+
+    def update(
+        self,
+        user_id: str,
+        fields: Mapping[str, Any],
+        changed: Collection[str],
+        active: bool | None = None,
+    ) -> None:
+        self._listing = None
+        super().update(user_id, fields, changed, active)
 
     def add_user(self, email: str, *, active: bool = True, **fields: Any) -> str:
         self._taken.add(email.casefold())
@@ -409,6 +428,7 @@ class IndexedFakeLms(FakeLms):
             if key in self._taken:
                 raise AlreadyExistsError("userName already taken")
             self._taken.add(key)
+            self._listing = None
             user_id = f"u{next(self._ids)}"
             self.users[user_id] = {**fields, **create_only, "active": True}
         return self._remote(user_id)
