@@ -708,14 +708,15 @@ def build_panels(args: argparse.Namespace, results: Results) -> list[Panel]:
                 Panel(bench, title, "text", text="skipped" if bench not in selected else "no data")
             )
     full = results.full_pass
+    engines = {k: v for k, v in results.engine.items() if isinstance(v, scenarios.EngineResult)}
     if "B4" in selected and full is not None:
         panels.append(
             Panel(
                 "B4",
-                f"no-change full pass ({full.writes} LMS writes)",
+                f"no-change full pass, N={args.n:,} ({full.writes} LMS writes)",
                 "bars",
-                [f"N={args.n:,}"],
-                [full.seconds],
+                ["scim2-server LMS", *(f"lmsync's share, {k}" for k in engines)],
+                [full.seconds, *(v.pass_seconds for v in engines.values())],
                 unit="seconds",
                 target=2.0,
                 target_label="≤ 2 s at 100k",
@@ -730,7 +731,6 @@ def build_panels(args: argparse.Namespace, results: Results) -> list[Panel]:
                 text="skipped" if "B4" not in selected else "no data",
             )
         )
-    engines = {k: v for k, v in results.engine.items() if isinstance(v, scenarios.EngineResult)}
     if "B5" in selected and engines:
         panels.append(
             Panel(
