@@ -21,6 +21,7 @@ from lmsync.lms.fake import FakeLms
 from lmsync.security import SecretBox
 from lmsync.storage.database import make_session_factory, transaction
 from lmsync.storage.tables import (
+    Account,
     Employee,
     LmsInterface,
     LmsLink,
@@ -30,6 +31,7 @@ from lmsync.storage.tables import (
     utcnow,
 )
 from lmsync.sync.engine import RunOptions, SyncBusy, SyncEngine, has_ready_work
+from lmsync.sync.mapping import desired_fields
 from lmsync.sync.service import SyncService
 
 
@@ -325,3 +327,50 @@ def test_full_pass_records_what_it_reads_without_writing_to_the_lms(setup: Setup
     setup.run(full=True, trigger="hourly")
     assert (_link(setup, kept).synced_at, _link(setup, stale).synced_at) == synced
     assert setup.lms.writes() == writes
+
+
+def test_links_of_deleted_lms_users_are_dropped_without_a_write(setup: Setup) -> None:
+    """A leaver's (or an email-less employee's) LMS user deleted in the LMS: the full pass
+    forgets the link instead of failing, and writes nothing."""
+    leaver, no_email = setup.hire(1), setup.hire(2)
+    setup.run()
+    with transaction(setup.sessions) as s:
+        employees.terminate(
+            s,
+            None,
+            setup.account_id,
+            leaver,
+            TerminateIn.model_validate({"termination_date": "2026-11-01"}),
+        )
+    setup.run()
+    with transaction(setup.sessions) as s:
+        employees.update(s, None, setup.account_id, no_email, {"work_email": None})
+    setup.run()
+    for employee_id in (leaver, no_email):
+        del setup.lms.users[_link(setup, employee_id).lms_user_id]  # an LMS admin deletes it
+    writes = setup.lms.writes()
+
+    summary = setup.run(full=True, trigger="hourly")
+
+    assert summary.status == "succeeded", summary.message
+    assert setup.lms.writes() == writes
+    with setup.sessions() as s:
+        assert s.get(LmsLink, leaver) is None
+        assert s.get(LmsLink, no_email) is None
+    assert setup.state(no_email).outcome == "skipped"
+
+
+def test_a_match_that_needs_no_write_is_linked_active_with_its_values(setup: Setup) -> None:
+    employee_id = setup.hire(1)
+    with setup.sessions() as s:
+        employee = s.get_one(Employee, employee_id)
+        account = s.get_one(Account, setup.account_id)
+        desired = desired_fields(employee, account)
+    setup.lms.add_user(str(desired["email"]), **{k: v for k, v in desired.items() if k != "email"})
+
+    summary = setup.run()
+
+    assert summary.counts == {"link": 1}
+    assert setup.lms.writes() == 0
+    link = _link(setup, employee_id)
+    assert (link.made_by, link.lms_active, link.written) == ("matched", True, desired)

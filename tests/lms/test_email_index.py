@@ -115,3 +115,19 @@ def test_a_lookup_examines_only_the_holders_of_the_address() -> None:
     assert [
         getattr(user, "user_name", None) for user in storage.search([user_type], request).resources
     ] == ["u7"]
+
+
+def test_replacing_every_resource_rebuilds_the_index() -> None:
+    user_type = ResourceType.from_resource(LmsUser)
+    storage = EmailIndexedStorage()
+    first = storage.create(
+        user_type,
+        LmsUser.model_validate(
+            {"schemas": [CORE_USER], "userName": "a", "emails": [{"value": "a@x.com"}]}
+        ),
+    )
+    lookup = ScimFilter[LmsUser]('emails.value eq "a@x.com"')
+    assert storage._candidates(["User"], lookup) == [first]  # the index is built
+    replacement = first.model_copy(update={"id": "other"})
+    storage.resources = [replacement]
+    assert [user.id for user in storage._candidates(["User"], lookup)] == ["other"]

@@ -59,6 +59,20 @@ class EmailIndexedStorage(InMemoryStorage):
         self._emails_of: dict[str, set[Any]] = {}
         super().__init__()
 
+    @property
+    def resources(self) -> list[Resource[Any]]:
+        """The stored resources."""
+        return super().resources
+
+    @resources.setter
+    def resources(self, resources: list[Resource[Any]]) -> None:
+        self._email_binding = None  # rebuilt on the next email search
+        self._by_email, self._emails_of = {}, {}
+        base = InMemoryStorage.__dict__["resources"]
+        assert isinstance(base, property)
+        assert base.fset is not None
+        base.fset(self, resources)
+
     def _candidates(
         self, names: list[str | None], scim_filter: ScimFilter[Any] | None
     ) -> list[Resource[Any]]:
@@ -82,7 +96,10 @@ class EmailIndexedStorage(InMemoryStorage):
         super()._remove(key)
         if key[0] == USER:
             for value in self._emails_of.pop(key[1], ()):
-                self._by_email[value].discard(key[1])
+                holders = self._by_email[value]
+                holders.discard(key[1])
+                if not holders:
+                    del self._by_email[value]
 
     def _index(self, resource: Resource[Any]) -> None:
         binding = self._email_binding

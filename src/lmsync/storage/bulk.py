@@ -23,7 +23,7 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
     """Insert ``rows`` (dicts with the same keys) into ``table`` inside the current transaction."""
     if not rows:
         return
-    if connection.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
+    if connection.dialect.driver != "psycopg" or len(rows) < COPY_MIN_ROWS:
         connection.execute(table.insert(), list(rows))
         return
     dialect = connection.dialect

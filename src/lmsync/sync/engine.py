@@ -692,7 +692,7 @@ def _ready(employee: EmployeeRecord, state: StateRecord | None, now: datetime) -
 
 
 def _writes(item: Planned) -> bool:
-    return item.action.writes or item.action.drop_link
+    return item.action.writes
 
 
 def _no_write(item: Planned) -> Result:
@@ -701,12 +701,26 @@ def _no_write(item: Planned) -> Result:
         return Result(
             item, "failed", "correlate", action.reason, error=TransientError(action.reason)
         )
+    if action.kind == Kind.LINK:  # the matched LMS user already holds the desired values
+        return Result(
+            item,
+            "done",
+            "link",
+            action.reason,
+            lms_user_id=action.lms_user_id,
+            made_by="matched",
+            lms_active=True,
+            written=dict(item.view.desired),
+            drop_link=action.drop_link,
+        )
+    # Dropping the link of an LMS user that is gone needs no LMS write (a leaver, a skip...).
     return Result(
         item,
         "none" if action.kind == Kind.NONE else "done",
         action.kind.value,
         action.reason,
         lms_user_id=action.lms_user_id,
+        drop_link=action.drop_link,
     )
 
 

@@ -106,7 +106,7 @@ def employees(
     query = select(*EMPLOYEE_COLUMNS).where(table.c.account_id == account_id)
     if employee_ids is not None:
         found: list[EmployeeRecord] = []
-        for chunk in chunks(employee_ids):
+        for chunk in chunks(list(dict.fromkeys(employee_ids))):  # each employee once
             found.extend(_read(session, query.where(table.c.id.in_(chunk)), EmployeeRecord))
         return found
     if due_only:
