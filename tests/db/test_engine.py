@@ -374,3 +374,48 @@ def test_a_match_that_needs_no_write_is_linked_active_with_its_values(setup: Set
     assert setup.lms.writes() == 0
     link = _link(setup, employee_id)
     assert (link.made_by, link.lms_active, link.written) == ("matched", True, desired)
+
+
+def test_an_lms_user_found_at_write_time_is_never_linked_twice(setup: Setup) -> None:
+    """The LMS says "exists" on create and the user it finds is another employee's: refused."""
+    first = setup.hire(1)
+    setup.run()
+    taken = _link(setup, first).lms_user_id
+    setup.lms.users[taken]["email"] = "p2@example.com"  # an LMS admin edits the email
+    real_lookup = setup.lms.find_by_email
+    lookups: list[str] = []
+
+    def lookup_before_the_edit(email: str) -> list[Any]:
+        lookups.append(email)
+        return [] if len(lookups) == 1 else real_lookup(email)  # the plan saw no match
+
+    setup.lms.find_by_email = lookup_before_the_edit  # type: ignore[method-assign]
+    second = setup.hire(2)
+
+    summary = setup.run()
+
+    assert summary.status == "partial"
+    assert summary.counts == {"failed": 1}
+    state = setup.state(second)
+    assert state.outcome == "error"
+    assert state.reason == f"the LMS user with this email is already linked to employee {first}"
+    with setup.sessions() as s:
+        assert s.get(LmsLink, second) is None
+    assert _link(setup, first).lms_user_id == taken
+
+
+def test_an_unexpected_error_ends_the_run_as_failed_and_frees_the_account(setup: Setup) -> None:
+    setup.hire(1)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug in a connector")
+
+    setup.lms.create = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError):
+        setup.run()
+    with setup.sessions() as s:
+        run = s.scalars(select(SyncRun)).one()
+        assert (run.status, run.message) == ("failed", "internal error (RuntimeError)")
+        assert run.finished_at is not None
+    del setup.lms.create  # the class's method again
+    assert setup.run().counts == {"create": 1}

@@ -145,15 +145,21 @@ class SyncEngine:
     def _renew(self, account_id: str, stop: threading.Event) -> None:
         """Keep the lease while the run lives; a crashed process loses it within one lease."""
         while not stop.wait(self.lock_lease.total_seconds() / 3):
-            with self.sessions() as session, session.begin():
-                session.execute(
-                    update(LmsInterface)
-                    .where(
-                        LmsInterface.account_id == account_id,
-                        LmsInterface.lock_owner == self.owner,
-                    )
-                    .values(lock_until=utcnow() + self.lock_lease)
+            try:
+                self._extend(account_id)
+            except Exception:  # a database hiccup: try again at the next tick, within the lease
+                log.warning("sync lease renewal failed", account_id=account_id, exc_info=True)
+
+    def _extend(self, account_id: str) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(LmsInterface)
+                .where(
+                    LmsInterface.account_id == account_id,
+                    LmsInterface.lock_owner == self.owner,
                 )
+                .values(lock_until=utcnow() + self.lock_lease)
+            )
 
     def _release(self, account_id: str) -> None:
         with self.sessions() as session, session.begin():
@@ -234,7 +240,12 @@ class SyncEngine:
             return self._run_with(connector, account, scope, guard, run_id, options, bound)
         except MisconfiguredError as exc:
             bound.warning("sync failed", error=exc.message)
-            return self._finish(run_id, "failed", {}, exc.message)
+            return self._finish(run_id, "failed", None, exc.message)
+        except Exception as exc:
+            # The batches recorded so far stay; the run says it stopped instead of "running".
+            bound.exception("sync failed")
+            self._finish(run_id, "failed", None, f"internal error ({type(exc).__name__})")
+            raise
         finally:
             connector.close()
 
@@ -451,25 +462,40 @@ class SyncEngine:
             if chunk:
                 items = [planned[i] for i in chunk]
                 jobs.append((chunk, pool.submit(self._apply_all, connector, items, create_only)))
-            # Jobs hold increasing indexes, so the first missing result is in the next job.
-            next_job = 0
-            pending: list[Result] = []
-            done = 0
-            for index in range(total):
-                while results[index] is None:
-                    indexes, future = jobs[next_job]
-                    for i, applied in zip(indexes, future.result(), strict=True):
-                        results[i] = applied
-                    next_job += 1
-                result = results[index]
-                assert result is not None
-                pending.append(result)
-                if len(pending) >= BATCH:
-                    done += len(pending)
-                    self._record(run_id, account.id, pending, done, total)
-                    pending = []
+            try:
+                self._collect(jobs, results, run_id, account.id)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # stop handing out writes
+                raise
+
+    def _collect(
+        self,
+        jobs: list[tuple[list[int], Future[list[Result]]]],
+        results: list[Result | None],
+        run_id: str,
+        account_id: str,
+    ) -> None:
+        """Record the results in plan order, in batches, as the chunks finish."""
+        total = len(results)
+        # Jobs hold increasing indexes, so the first missing result is in the next job.
+        next_job = 0
+        pending: list[Result] = []
+        done = 0
+        for index in range(total):
+            while results[index] is None:
+                indexes, future = jobs[next_job]
+                for i, applied in zip(indexes, future.result(), strict=True):
+                    results[i] = applied
+                next_job += 1
+            result = results[index]
+            assert result is not None
+            pending.append(result)
+            if len(pending) >= BATCH:
+                done += len(pending)
+                self._record(run_id, account_id, pending, done, total)
+                pending = []
         done += len(pending)
-        self._record(run_id, account.id, pending, done, total)
+        self._record(run_id, account_id, pending, done, total)
 
     def _apply_all(
         self, connector: Connector, items: list[Planned], create_only: Mapping[str, Any]
@@ -538,19 +564,10 @@ class SyncEngine:
                     ),
                     retry,
                 )
-            return Result(
-                item,
-                "done",
-                "link",
-                action.reason,
-                lms_user_id=action.lms_user_id,
-                made_by="matched",
-                lms_active=True,
-                written=desired,
-                drop_link=action.drop_link,
-                before=dict.fromkeys(action.changes) if action.changes else None,
-                after=dict(action.changes) or None,
-            )
+            result = _matched(item, desired)
+            result.before = dict.fromkeys(action.changes) if action.changes else None
+            result.after = dict(action.changes) or None
+            return result
         link = item.link
         assert link is not None
         assert action.lms_user_id is not None
@@ -598,6 +615,14 @@ class SyncEngine:
         desired: dict[str, Any],
         verb: str,
     ) -> Result:
+        with self.sessions() as session:
+            owner = snapshot.claimed_users(session, item.employee.account_id, {user.id})
+        if owner.get(user.id, item.employee.id) != item.employee.id:
+            # Found at write time (the LMS said "exists", or the linked user was gone): the
+            # plan's check could not see it, and two employees must never share an LMS user.
+            raise RejectedError(
+                f"the LMS user with this email is already linked to employee {owner[user.id]}"
+            )
         changes = rules.diff(desired, user.fields)
         if changes or not user.active:
             with_retries(
@@ -669,15 +694,18 @@ class SyncEngine:
                 record_plan(session.connection(), run_id, account_id, chunk, outcome, now)
 
     def _finish(
-        self, run_id: str, status: str, counts: Mapping[str, int], message: str | None
+        self, run_id: str, status: str, counts: Mapping[str, int] | None, message: str | None
     ) -> RunSummary:
+        """End the run; ``counts`` None keeps what the recorded batches counted."""
         with self.sessions() as session, session.begin():
             run = session.get_one(SyncRun, run_id)
             run.status = status
-            run.counts = dict(counts)
+            if counts is not None:
+                run.counts = dict(counts)
             run.message = message
             run.finished_at = utcnow()
-        return RunSummary(run_id=run_id, status=status, counts=dict(counts), message=message)
+            final = dict(run.counts or {})
+        return RunSummary(run_id=run_id, status=status, counts=final, message=message)
 
 
 def _ready(employee: EmployeeRecord, state: StateRecord | None, now: datetime) -> bool:
@@ -695,6 +723,22 @@ def _writes(item: Planned) -> bool:
     return item.action.writes
 
 
+def _matched(item: Planned, desired: dict[str, Any]) -> Result:
+    """The result of linking to the LMS user the plan matched by email."""
+    action = item.action
+    return Result(
+        item,
+        "done",
+        "link",
+        action.reason,
+        lms_user_id=action.lms_user_id,
+        made_by="matched",
+        lms_active=True,
+        written=desired,
+        drop_link=action.drop_link,
+    )
+
+
 def _no_write(item: Planned) -> Result:
     action = item.action
     if action.kind == Kind.CORRELATE:  # the lookup failed; reported as an error, retried later
@@ -702,17 +746,7 @@ def _no_write(item: Planned) -> Result:
             item, "failed", "correlate", action.reason, error=TransientError(action.reason)
         )
     if action.kind == Kind.LINK:  # the matched LMS user already holds the desired values
-        return Result(
-            item,
-            "done",
-            "link",
-            action.reason,
-            lms_user_id=action.lms_user_id,
-            made_by="matched",
-            lms_active=True,
-            written=dict(item.view.desired),
-            drop_link=action.drop_link,
-        )
+        return _matched(item, dict(item.view.desired))
     # Dropping the link of an LMS user that is gone needs no LMS write (a leaver, a skip...).
     return Result(
         item,

@@ -24,6 +24,7 @@ class EmployeeRecord(NamedTuple):
     """The columns of an employee that a sync reads (the mapped fields and the sync markers)."""
 
     id: str
+    account_id: str
     employee_number: str
     first_name: str
     last_name: str
