@@ -167,12 +167,18 @@ class Lms:
 
 
 def start_lms(
-    workdir: Path, token: str, *, nodelay: bool, name: str, stock_search: bool = False
+    workdir: Path,
+    token: str,
+    *,
+    nodelay: bool,
+    name: str,
+    stock_search: bool = False,
+    latency_ms: float = 0.0,
 ) -> Lms:
     """Start a fresh embedded LMS (``--port 0``) and wait for its ``ready`` line.
 
     ``stock_search``: scim2-server's own search, which walks every user on an email lookup,
-    instead of the embedded LMS's email index."""
+    instead of the embedded LMS's email index. ``latency_ms``: added to every SCIM answer."""
     if nodelay:
         args = [
             sys.executable,
@@ -185,6 +191,8 @@ def start_lms(
         args = [sys.executable, "-m", "lmsync.lms.embedded", "--port", "0", f"--token={token}"]
     if stock_search:
         args.append("--stock-search")
+    if latency_ms:
+        args.append(f"--latency-ms={latency_ms}")
     with (workdir / f"{name}.log").open("ab") as log:
         proc = spawn(args, log=log, env=child_env(), stdout=subprocess.PIPE)
     try:

@@ -5,16 +5,18 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
-from lmsync.lms.embedded import LMS_EXTENSION_URN, EmbeddedLms, main
+from lmsync.lms.embedded import LMS_EXTENSION_URN, EmbeddedLms, build_app, main
 
 TOKEN = "t"
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -424,3 +426,26 @@ def test_main_rejects_an_empty_token(capsys: pytest.CaptureFixture[str]) -> None
         main(["--token", ""])
     assert exit_info.value.code == 2
     assert "--token must not be empty" in capsys.readouterr().err
+
+
+def test_latency_option_delays_every_scim_answer() -> None:
+    """``--latency-ms``: the benchmarks' LMS across a network (a lower bound only is asserted)."""
+
+    async def timed() -> tuple[int, float]:
+        app: Any = build_app(None, latency=0.3)  # an ASGI app (its own, stricter, typing)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lms") as client:
+            started = time.perf_counter()
+            response = await client.get("/v2/Users", params={"count": 0})
+            return response.status_code, time.perf_counter() - started
+
+    status, elapsed = anyio.run(timed)
+    assert status == 200
+    assert elapsed >= 0.3
+
+
+def test_main_rejects_a_negative_latency(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--latency-ms", "-1"])
+    assert exit_info.value.code == 2
+    assert "--latency-ms must be between 0 and 60000" in capsys.readouterr().err

@@ -17,6 +17,7 @@ process with :class:`EmbeddedLms`.
 """
 
 import argparse
+import asyncio
 import hmac
 import json
 import signal
@@ -125,7 +126,9 @@ def build_provider(*, bearer: bool) -> ScimProvider:
     )
 
 
-def build_app(token: str | None, *, email_index: bool = True) -> "LmsMiddleware":
+def build_app(
+    token: str | None, *, email_index: bool = True, latency: float = 0.0
+) -> "LmsMiddleware":
     """The ASGI application of the embedded LMS: scim2-server in memory, behind the middleware.
 
     With a ``token``, every SCIM request but ``GET /ServiceProviderConfig`` must carry
@@ -137,7 +140,7 @@ def build_app(token: str | None, *, email_index: bool = True) -> "LmsMiddleware"
         raise ValueError("the bearer token must not be empty (pass None to disable it)")
     storage = AsyncInMemoryStorage(EmailIndexedStorage() if email_index else InMemoryStorage())
     scim = ASGIApplication(storage, build_provider(bearer=token is not None))
-    return LmsMiddleware(scim, token)
+    return LmsMiddleware(scim, token, latency)
 
 
 @dataclass
@@ -272,9 +275,12 @@ class LmsMiddleware:
     Everything runs on the server's event loop, so plain attributes are enough.
     """
 
-    def __init__(self, scim: ASGIApplication, token: str | None) -> None:
+    def __init__(self, scim: ASGIApplication, token: str | None, latency: float = 0.0) -> None:
         self.scim = scim
         self._token = None if token is None else token.encode()
+        # Added before every SCIM answer, without holding the event loop: an LMS across a
+        # network (the benchmarks' "LMS 30 ms away").
+        self.latency = latency
         self.requests: Counter[str] = Counter()  # SCIM requests served, per method
         self.writes = 0  # the write requests among them, whatever their answer
         self.faulted = 0  # SCIM requests answered by an injected fault
@@ -306,6 +312,8 @@ class LmsMiddleware:
         if _is_admin(path):
             await self._admin(scope, method, path, receive, send)
             return
+        if self.latency:
+            await asyncio.sleep(self.latency)
 
         if not self._authorized(scope, method, path):
             self.unauthorized += 1
@@ -620,11 +628,20 @@ def main(argv: list[str] | None = None) -> None:
         help="serve scim2-server's own search, which walks every user for an email lookup "
         "(default: an index of the users' emails, as a real LMS has)",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="wait this long before answering each SCIM request, as an LMS across a network "
+        "would (default 0)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
     if args.token == "":
         parser.error("--token must not be empty")
+    if not 0 <= args.latency_ms <= 60_000:
+        parser.error("--latency-ms must be between 0 and 60000")
     try:
         sock = _listen(args.port)
     except OSError as exc:
@@ -637,7 +654,7 @@ def main(argv: list[str] | None = None) -> None:
     # uvicorn handles SIGINT/SIGTERM itself (graceful shutdown), restores these handlers and
     # raises the signal again: exit with status 0 instead of dying from it.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    app = build_app(args.token, email_index=not args.stock_search)
+    app = build_app(args.token, email_index=not args.stock_search, latency=args.latency_ms / 1000)
     server = _Server(_config(app, port), on_ready=announce)
     try:
         server.run(sockets=[sock])

@@ -751,7 +751,7 @@ def _no_write(item: Planned) -> Result:
     return Result(
         item,
         "none" if action.kind == Kind.NONE else "done",
-        action.kind.value,
+        str(action.kind),  # StrEnum: str() is the value, without the slow .value property
         action.reason,
         lms_user_id=action.lms_user_id,
         drop_link=action.drop_link,
@@ -762,7 +762,7 @@ def _count(planned: list[Planned]) -> dict[str, int]:
     """Planned actions by kind; excluded employees are counted apart from the other no-ops."""
     counts: dict[str, int] = {}
     for item in planned:
-        key = "excluded" if item.view.excluded else item.action.kind.value
+        key = "excluded" if item.view.excluded else str(item.action.kind)
         counts[key] = counts.get(key, 0) + 1
     return counts
 

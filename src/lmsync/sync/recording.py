@@ -169,7 +169,7 @@ def record_plan(
             "run_id": run_id,
             "account_id": account_id,
             "employee_id": item.employee.id,
-            "action": item.action.kind.value,
+            "action": str(item.action.kind),
             "outcome": outcome,
             "reason": item.action.reason,
             "lms_user_id": item.action.lms_user_id
