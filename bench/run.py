@@ -50,6 +50,9 @@ from lmsync.lms.registry import CONNECTORS
 from lmsync.log_config import configure
 
 BENCHES = ("B1", "B2", "B3", "B4", "B5", "B6")
+# B1 across a network: lmsync again with this many requests in flight (the interface's
+# max_concurrency), as one would set it for a distant LMS.
+WAN_CONCURRENCY = 32
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BIG_N = 100_000
 T = TypeVar("T")
@@ -64,6 +67,7 @@ class Results:
     naive: scenarios.ClientResult | None = None  # against scim2-server's stock search
     naive_indexed: scenarios.ClientResult | None = None  # against the embedded LMS's index
     wan_activation: scenarios.SyncResult | None = None  # lmsync, LMS --wan-latency-ms away
+    wan_activation_tuned: scenarios.SyncResult | None = None  # the same, max_concurrency 32
     wan_naive: scenarios.ClientResult | None = None  # the naive script, same LMS
     full_pass: scenarios.SyncResult | None = None
     terminations: scenarios.LatencyResult | None = None
@@ -241,6 +245,7 @@ def lmsync_round(
     seeds: list[dict[str, Any]],
     *,
     latency_ms: float = 0.0,
+    max_concurrency: int = 16,
 ) -> scenarios.SyncResult:
     """Another lmsync activation from scratch: a fresh LMS and a fresh database."""
     workdir.mkdir()
@@ -255,7 +260,7 @@ def lmsync_round(
         )
         stack.callback(procs.stop, lms.proc)
         lms.load(seeds)
-        setup = scenarios.prepare_lmsync(workdir, lms, persons)
+        setup = scenarios.prepare_lmsync(workdir, lms, persons, max_concurrency=max_concurrency)
         say("B1 lmsync: first activation (child process)")
         result = scenarios.lmsync_sync(workdir, lms, setup, "activate", 600 + args.n * 0.1)
         say(f"B1 lmsync: {result.seconds:.1f} s {result.counts}")
@@ -398,6 +403,19 @@ def run_wan(
         "B1-wan",
         partial(lmsync_round, args, workdir / "wan", persons, seeds, latency_ms=latency),
     )
+    results.wan_activation_tuned = attempt(
+        results,
+        "B1-wan-32",
+        partial(
+            lmsync_round,
+            args,
+            workdir / "wan-32",
+            persons,
+            seeds,
+            latency_ms=latency,
+            max_concurrency=WAN_CONCURRENCY,
+        ),
+    )
     results.wan_naive = attempt(
         results,
         "B1-wan-naive",
@@ -449,13 +467,18 @@ def _wan_rows(args: argparse.Namespace, results: Results) -> list[Row]:
     if latency <= 0:
         return []
     where = f"LMS {latency:g} ms away (email index)"
-    act, naive, err = results.wan_activation, results.wan_naive, results.errors
+    naive, err = results.wan_naive, results.errors
+    tunings = (
+        ("max_concurrency 16, the default", results.wan_activation, "B1-wan"),
+        (f"max_concurrency {WAN_CONCURRENCY}", results.wan_activation_tuned, "B1-wan-32"),
+    )
     rows = [
         Row(
             "B1",
-            f"lmsync first activation, {where}",
-            seconds(act.seconds) if act else err.get("B1-wan", "not measured"),
+            f"lmsync first activation, {where}, {tuning}",
+            seconds(act.seconds) if act else err.get(key, "not measured"),
         )
+        for tuning, act, key in tunings
     ]
     if naive is not None:
         how = (
@@ -467,11 +490,11 @@ def _wan_rows(args: argparse.Namespace, results: Results) -> list[Row]:
         rows.append(Row("B1", f"naive script, {where}", f"{seconds(naive.seconds)}{how}"))
     else:
         rows.append(Row("B1", f"naive script, {where}", err.get("B1-wan-naive", "not measured")))
-    if act is not None and naive is not None:
-        ratio = naive.seconds / act.seconds
-        rows.append(
-            Row("B1", f"naive / lmsync, {where}", f"{ratio:.1f}×", "≥ 20×", mark(ratio >= 20))
-        )
+    for tuning, act, _ in tunings:
+        if act is not None and naive is not None:
+            ratio = naive.seconds / act.seconds
+            label = f"naive / lmsync, {where}, {tuning}"
+            rows.append(Row("B1", label, f"{ratio:.1f}×", "≥ 20×", mark(ratio >= 20)))
     return rows
 
 
@@ -712,7 +735,8 @@ def build_rows(args: argparse.Namespace, results: Results) -> tuple[list[Row], l
             "holding its event loop, as an LMS across a network would. On loopback the LMS's "
             "CPU time per request bounds every client alike; across a network the naive "
             "script waits for two round trips per employee, one after the other, which lmsync "
-            "overlaps 16 at a time."
+            "overlaps: 16 requests in flight by default, 32 in the tuned row (the interface's "
+            "options.max_concurrency)."
         )
     if any(r is not None and r.extrapolated for r in (results.naive, results.naive_indexed)):
         notes.append(
@@ -764,6 +788,7 @@ def build_panels(args: argparse.Namespace, results: Results) -> list[Panel]:
                 (f"{name}, LMS {args.wan_latency_ms:g} ms away", value.seconds, extrapolated)
                 for name, value, extrapolated in (
                     ("lmsync", results.wan_activation, False),
+                    (f"lmsync ×{WAN_CONCURRENCY}", results.wan_activation_tuned, False),
                     (
                         "naive",
                         results.wan_naive,

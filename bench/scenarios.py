@@ -118,13 +118,20 @@ def lmsync_sync(workdir: Path, lms: Lms, setup: Setup, mode: str, timeout: float
     )
 
 
-def prepare_lmsync(workdir: Path, lms: Lms, persons: list[Person]) -> Setup:
+def prepare_lmsync(
+    workdir: Path, lms: Lms, persons: list[Person], *, max_concurrency: int = 16
+) -> Setup:
     """A migrated SQLite database with the account, employees and the interface to ``lms``."""
     return dataset.build(
         dataset.sqlite_url(workdir / "lmsync.sqlite3"),
         workdir / "lmsync-data",
         persons,
-        interface={"base_url": lms.base_url, "auth_type": "bearer", "secret": lms.token},
+        interface={
+            "base_url": lms.base_url,
+            "auth_type": "bearer",
+            "secret": lms.token,
+            "options": {"max_concurrency": max_concurrency},
+        },
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -267,7 +268,9 @@ def test_activation_makes_the_interface_active_under_its_lock(setup: Setup) -> N
 
 def test_many_writes_in_chunks_are_each_recorded_once(setup: Setup) -> None:
     """300 writes over 2 worker threads go in chunks; every result lands, in one row each."""
-    setup.engine.concurrency = 2
+    with transaction(setup.sessions) as s:
+        interface = s.get_one(LmsInterface, setup.account_id)
+        interface.options = {**interface.options, "max_concurrency": 2}
     ids = [setup.hire(n) for n in range(300)]
     for n in range(0, 300, 3):
         setup.lms.add_user(f"P{n}@Example.com", first_name="F", last_name=f"L{n}")
@@ -419,3 +422,36 @@ def test_an_unexpected_error_ends_the_run_as_failed_and_frees_the_account(setup:
         assert run.finished_at is not None
     del setup.lms.create  # the class's method again
     assert setup.run().counts == {"create": 1}
+
+
+class _SlowLms(FakeLms):
+    """Creates take a while; records how many were in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._flight = threading.Lock()
+
+    def create(self, fields: Any, create_only: Any) -> Any:
+        with self._flight:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.02)
+            return super().create(fields, create_only)
+        finally:
+            with self._flight:
+                self.in_flight -= 1
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_the_interface_caps_requests_in_flight(setup: Setup, limit: int) -> None:
+    setup.lms = _SlowLms()
+    with transaction(setup.sessions) as s:
+        interface = s.get_one(LmsInterface, setup.account_id)
+        interface.options = {**interface.options, "max_concurrency": limit}
+    for n in range(24):
+        setup.hire(n)
+    assert setup.run().counts == {"create": 24}
+    assert 1 <= setup.lms.most_in_flight <= limit

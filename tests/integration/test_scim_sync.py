@@ -6,6 +6,8 @@ import time
 from datetime import datetime
 from functools import partial
 
+import pytest
+
 from tests.integration.conftest import Harness, scim_user, wait_for
 
 EXT = "urn:ietf:params:scim:schemas:extension:lms:2.0:User"
@@ -351,3 +353,14 @@ def test_manual_mode_waits_for_sync_now(harness: Harness) -> None:
     run = harness.sync()
     assert run["counts"]["create"] == 1
     assert len(harness.lms.by_email("manual@example.com")) == 1
+
+
+@pytest.mark.parametrize("value", [0, 65, "many"])
+def test_max_concurrency_out_of_range_is_a_field_error(harness: Harness, value: object) -> None:
+    body = {"base_url": harness.lms.base_url, "options": {"max_concurrency": value}}
+    response = harness.client.put("/api/v1/lms/interface", json=body, headers=harness.mhr)
+    assert response.status_code == 422
+    fields = [error["field"] for error in response.json()["errors"]]
+    assert fields == ["options.max_concurrency"]
+    stored = harness.client.get("/api/v1/lms/interface", headers=harness.mhr).json()
+    assert stored["options"]["max_concurrency"] == 16  # nothing half-written

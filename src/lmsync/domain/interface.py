@@ -27,6 +27,13 @@ class ScimOptionsIn(BaseModel):
         "expiration_date, notifications_enabled, access_mode (defaults: camelCase).",
     )
     use_patch: bool = Field(default=True, description="false: update with PUT (no PATCH).")
+    max_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=64,
+        description="LMS requests in flight at once during a sync: lower it for an LMS that "
+        "limits its rate, raise it for a distant LMS that answers slowly.",
+    )
 
     @field_validator("extension_attributes")
     @classmethod

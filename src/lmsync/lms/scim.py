@@ -132,7 +132,8 @@ class ScimConnector:
             auth=auth,
             timeout=settings.timeout,
             transport=DryRunGuard(inner) if dry_run else inner,
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+            # Up to the highest max_concurrency an interface may set.
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
         self.requests = 0
 

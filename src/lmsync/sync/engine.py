@@ -228,6 +228,7 @@ class SyncEngine:
                 deactivate_terminated=interface.deactivate_terminated,
             )
             guard = (interface.guard_percent, interface.guard_minimum)
+            concurrency = int((interface.options or {}).get("max_concurrency", self.concurrency))
             session.expunge(account)
             session.expunge(interface)
         bound = log.bind(account_id=account_id, run_id=run_id, trigger=options.trigger)
@@ -237,7 +238,9 @@ class SyncEngine:
         except (LmsError, ValueError) as exc:
             return self._finish(run_id, "failed", {}, getattr(exc, "message", str(exc)))
         try:
-            return self._run_with(connector, account, scope, guard, run_id, options, bound)
+            return self._run_with(
+                connector, account, scope, guard, run_id, options, bound, concurrency
+            )
         except MisconfiguredError as exc:
             bound.warning("sync failed", error=exc.message)
             return self._finish(run_id, "failed", None, exc.message)
@@ -258,6 +261,7 @@ class SyncEngine:
         run_id: str,
         options: RunOptions,
         bound: Any,
+        concurrency: int,
     ) -> RunSummary:
         now = utcnow()
         with self.sessions() as session:
@@ -266,7 +270,7 @@ class SyncEngine:
         unlinked = [p for p in planned if p.action.kind == Kind.CORRELATE]
         if options.full or len(unlinked) > LIST_ALL_THRESHOLD:
             remote_all = self._list_all(connector)
-        self._correlate(connector, account.id, planned, scope, remote_all)
+        self._correlate(connector, account.id, planned, scope, remote_all, concurrency)
         counts = _count(planned)
         deactivations = counts.get(Kind.DEACTIVATE.value, 0)
         threshold = max(guard[1], math.ceil(linked_total * guard[0] / 100))
@@ -281,7 +285,7 @@ class SyncEngine:
         if options.dry_run:
             self._record_plan(run_id, account.id, planned, "planned")
             return self._finish(run_id, "succeeded", counts, None)
-        self._execute(connector, account, planned, run_id, now)
+        self._execute(connector, account, planned, run_id, now, concurrency)
         with self.sessions() as session, session.begin():
             run = session.get_one(SyncRun, run_id)
             final = dict(run.counts or {})
@@ -365,6 +369,7 @@ class SyncEngine:
         planned: list[Planned],
         scope: Scope,
         remote_all: dict[str, RemoteUser] | None,
+        concurrency: int,
     ) -> None:
         by_email: dict[str, list[RemoteUser]] = {}
         if remote_all is not None:
@@ -372,7 +377,7 @@ class SyncEngine:
                 if user.email_key:
                     by_email.setdefault(user.email_key, []).append(user)
         lookups: dict[int, Future[list[RemoteUser]]] = {}
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
             for index, item in enumerate(planned):
                 if item.action.kind == Kind.CORRELATE and remote_all is None:
                     email = item.employee.work_email or ""
@@ -438,14 +443,15 @@ class SyncEngine:
         planned: list[Planned],
         run_id: str,
         now: datetime,
+        concurrency: int,
     ) -> None:
         """Carry the writes out on the worker threads; record the results in plan order."""
         create_only = create_only_fields(account, now)
         total = len(planned)
         writes = sum(1 for item in planned if _writes(item))
-        size = max(1, min(MAX_CHUNK, writes // (self.concurrency * 4)))
+        size = max(1, min(MAX_CHUNK, writes // (concurrency * 4)))
         results: list[Result | None] = [None] * total
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
             jobs: list[tuple[list[int], Future[list[Result]]]] = []
             chunk: list[int] = []
             for index, item in enumerate(planned):

@@ -117,6 +117,7 @@ class ScimOptionsOut(BaseModel):
     extension_urn: str | None = None
     extension_attributes: dict[str, str] = {}
     use_patch: bool = True
+    max_concurrency: int = 16
 
 
 class InterfaceOut(BaseModel):
