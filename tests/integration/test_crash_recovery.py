@@ -51,7 +51,6 @@ CHILD = textwrap.dedent(
         make_session_factory(make_engine(url)),
         SecretBox.from_settings(None, __import__("pathlib").Path(data_dir)),
         connector_factory=factory,
-        concurrency=1,
         lock_lease=timedelta(seconds=1),
     )
     engine.run(account_id, RunOptions(trigger="manual"))
@@ -70,7 +69,13 @@ def test_killed_between_create_and_link_leaves_no_duplicate(
         service.put_interface(
             session,
             world.account_a,
-            InterfaceIn.model_validate({"base_url": lms.base_url, "secret": lms.token}),
+            InterfaceIn.model_validate(
+                {
+                    "base_url": lms.base_url,
+                    "secret": lms.token,
+                    "options": {"max_concurrency": 1},  # one create at a time: killed at the 3rd
+                }
+            ),
         )
         service.get_interface(session, world.account_a).active = True
         from lmsync.hr import employees
