@@ -323,6 +323,12 @@ def test_full_pass_records_what_it_reads_without_writing_to_the_lms(setup: Setup
     assert summary.status == "succeeded"
     assert setup.lms.writes() == writes
     assert not _link(setup, kept).lms_active
+    with setup.sessions() as s:
+        seen = s.scalars(select(SyncOutcome).where(SyncOutcome.run_id == summary.run_id)).all()
+    # The hand deactivation is in the run's history; the lagging record alone is not news.
+    assert [(o.employee_id, o.action, o.before, o.after) for o in seen] == [
+        (kept, "none", {"active": True}, {"active": False})
+    ]
     refreshed = _link(setup, stale)
     assert refreshed.written["email"] == "p2@example.com"
     assert refreshed.written["last_name"] == "L2"

@@ -769,7 +769,7 @@ def _no_write(item: Planned) -> Result:
     if action.kind == Kind.LINK:  # the matched LMS user already holds the desired values
         return _matched(item, dict(item.view.desired))
     # Dropping the link of an LMS user that is gone needs no LMS write (a leaver, a skip...).
-    return Result(
+    result = Result(
         item,
         "none" if action.kind == Kind.NONE else "done",
         str(action.kind),  # StrEnum: str() is the value, without the slow .value property
@@ -777,6 +777,12 @@ def _no_write(item: Planned) -> Result:
         lms_user_id=action.lms_user_id,
         drop_link=action.drop_link,
     )
+    refresh, link = action.refresh, item.link
+    if refresh is not None and link is not None and refresh.lms_active != link.lms_active:
+        # (De)activated in the LMS outside lmsync: kept in the run's history too.
+        result.lms_user_id = link.lms_user_id
+        result.before, result.after = {"active": link.lms_active}, {"active": refresh.lms_active}
+    return result
 
 
 def _count(planned: list[Planned]) -> dict[str, int]:

@@ -315,11 +315,13 @@ def keeps_link(result: Result) -> bool:
 
 
 def _worth_an_outcome(result: Result) -> bool:
-    """Outcome rows are kept for what was done, failed, skipped or in conflict (not no-ops)."""
+    """Outcome rows are kept for what was done, failed, skipped or in conflict, and for what a
+    pass saw change in the LMS (not for no-ops)."""
     return (
         result.outcome == "failed"
         or result.action != "none"
         or result.planned.action.kind in (Kind.SKIP, Kind.CONFLICT)
+        or result.after is not None
     )
 
 
