@@ -12,11 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
-from lmsync.lms.embedded import LMS_EXTENSION_URN, EmbeddedLms, build_app, main
+from lmsync.lms.embedded import LMS_EXTENSION_URN, EmbeddedLms, main
 
 TOKEN = "t"
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -430,17 +429,11 @@ def test_main_rejects_an_empty_token(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_latency_option_delays_every_scim_answer() -> None:
     """``--latency-ms``: the benchmarks' LMS across a network (a lower bound only is asserted)."""
-
-    async def timed() -> tuple[int, float]:
-        app: Any = build_app(None, latency=0.3)  # an ASGI app (its own, stricter, typing)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://lms") as client:
-            started = time.perf_counter()
-            response = await client.get("/v2/Users", params={"count": 0})
-            return response.status_code, time.perf_counter() - started
-
-    status, elapsed = anyio.run(timed)
-    assert status == 200
+    with EmbeddedLms(latency=0.3) as lms, httpx.Client(base_url=lms.base_url) as client:
+        started = time.perf_counter()
+        response = client.get("/Users", params={"count": 0})
+        elapsed = time.perf_counter() - started
+    assert response.status_code == 200
     assert elapsed >= 0.3
 
 

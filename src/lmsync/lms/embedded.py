@@ -524,11 +524,17 @@ class EmbeddedLms:
     """
 
     def __init__(
-        self, port: int = 0, token: str | None = None, *, email_index: bool = True
+        self,
+        port: int = 0,
+        token: str | None = None,
+        *,
+        email_index: bool = True,
+        latency: float = 0.0,
     ) -> None:
         self.requested_port = port
         self.token = token
         self.email_index = email_index
+        self.latency = latency
         self.app: LmsMiddleware | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -559,7 +565,7 @@ class EmbeddedLms:
         """Listen on 127.0.0.1 and return once requests are served."""
         if self._thread is not None:
             raise RuntimeError("the embedded LMS is already started")
-        app = build_app(self.token, email_index=self.email_index)
+        app = build_app(self.token, email_index=self.email_index, latency=self.latency)
         sock = _listen(self.requested_port)
         port = int(sock.getsockname()[1])
         ready = threading.Event()
