@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from lmsync.storage.tables import Employee, EmployeeEvent
+from lmsync.storage.tables import Employee, EmployeeEvent, IdempotencyRecord, utcnow
 from tests.conftest import World
 
 API = "/api/v1/employees"
@@ -365,6 +366,25 @@ def test_failed_request_does_not_consume_idempotency_key(client: TestClient, wor
     headers = {**World.auth(world.mhr_a), "Idempotency-Key": "k"}
     assert client.post(API, json=zoe(country="Atlantis"), headers=headers).status_code == 422
     assert client.post(API, json=zoe(), headers=headers).status_code == 201
+
+
+def test_idempotency_keys_expire_after_a_day(
+    client: TestClient, world: World, engine: Engine
+) -> None:
+    headers = {**World.auth(world.mhr_a), "Idempotency-Key": "daily-import-1"}
+    assert client.post(API, json=zoe(), headers=headers).status_code == 201
+    with Session(engine) as s, s.begin():
+        for record in s.scalars(select(IdempotencyRecord)):
+            record.created_at = utcnow() - timedelta(hours=25)
+    # The same key a day later is a new request, and the stale record is gone.
+    again = client.post(API, json=zoe(employee_number="E-2"), headers=headers)
+    assert again.status_code == 201
+    assert "idempotent-replayed" not in again.headers
+    assert count_employees(engine) == 2
+    with Session(engine) as s:
+        ages = [r.created_at for r in s.scalars(select(IdempotencyRecord))]
+    assert len(ages) == 1
+    assert ages[0] > utcnow() - timedelta(hours=1)
 
 
 def test_events_record_actor(client: TestClient, world: World, engine: Engine) -> None:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Header, Response
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lmsync.domain.errors import Conflict
 from lmsync.hr.principal import Principal
-from lmsync.storage.tables import IdempotencyRecord
+from lmsync.storage.tables import IdempotencyRecord, utcnow
 from lmsync.web.deps import AppState
+
+# How long a key answers with its first result (as payment APIs do); older records are deleted
+# when the same login sends its next keyed request, so the table does not grow without end.
+KEY_LIFETIME = timedelta(hours=24)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -42,7 +47,9 @@ def _json(status: int, body: str, *, replayed: bool = False) -> Response:
 def _replay(session: Session, principal: Principal, key: str, print_: str) -> Response | None:
     record = session.scalar(
         select(IdempotencyRecord).where(
-            IdempotencyRecord.user_id == principal.user_id, IdempotencyRecord.key == key
+            IdempotencyRecord.user_id == principal.user_id,
+            IdempotencyRecord.key == key,
+            IdempotencyRecord.created_at >= utcnow() - KEY_LIFETIME,
         )
     )
     if record is None:
@@ -69,6 +76,12 @@ def run_once(
             replay = _replay(session, principal, key, print_)
             if replay is not None:
                 return replay
+            session.execute(
+                delete(IdempotencyRecord).where(
+                    IdempotencyRecord.user_id == principal.user_id,
+                    IdempotencyRecord.created_at < utcnow() - KEY_LIFETIME,
+                )
+            )
             status, body = action(session)
             session.add(
                 IdempotencyRecord(
