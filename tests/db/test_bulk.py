@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, select
 
 from lmsync.domain.accounts import AccountCreateIn
 from lmsync.hr import accounts
 from lmsync.storage.bulk import COPY_MIN_ROWS, insert_rows
 from lmsync.storage.database import make_session_factory, transaction
-from lmsync.storage.tables import SyncOutcome, SyncRun
+from lmsync.storage.tables import SyncOutcome, SyncRun, table_of
 
-OUTCOMES = cast(Table, SyncOutcome.__table__)
+OUTCOMES = table_of(SyncOutcome)
 
 
 def _run(engine: Engine) -> tuple[str, str]:

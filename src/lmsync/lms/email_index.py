@@ -7,8 +7,9 @@ lookup from a database index. This storage narrows such a search to the users ho
 (compared as scim2-server compares it) and leaves the decision to scim2-server's own matcher, so
 the answers are the same; every other search is scim2-server's, untouched.
 
-It overrides three internal methods of ``scim2_server.memory.InMemoryStorage``: the version is
-pinned in pyproject.toml and tests/lms/test_email_index.py compares it with the stock search.
+It overrides three internal methods of ``scim2_server.memory.InMemoryStorage`` and uses its key
+helper: the version is pinned in pyproject.toml and tests/lms/test_email_index.py compares it with
+the stock search.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ from typing import Any
 
 from scim2_models import AttributeBinding, Path, Resource, ScimFilter
 from scim2_models.path import CompareOperator, Comparison
-from scim2_server.memory import InMemoryStorage
+from scim2_server.memory import InMemoryStorage, Key, _key
 from scim2_server.utils import parametrize
 
 USER = "User"
 EMAILS_URN = "urn:ietf:params:scim:schemas:core:2.0:User:emails.value"
-
-Key = tuple[str | None, str]
 
 
 def email_lookup(scim_filter: ScimFilter[Any] | None) -> tuple[AttributeBinding, Any] | None:
@@ -115,9 +114,3 @@ class EmailIndexedStorage(InMemoryStorage):
         self._emails_of[user_id] = values
         for value in values:
             self._by_email.setdefault(value, set()).add(user_id)
-
-
-def _key(resource: Resource[Any]) -> Key:
-    assert resource.meta is not None
-    assert resource.id is not None
-    return resource.meta.resource_type, resource.id

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -45,6 +46,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class, typed (``__table__`` is a ``FromClause`` to mypy)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 def new_id() -> str:

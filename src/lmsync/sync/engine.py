@@ -462,27 +462,22 @@ class SyncEngine:
     ) -> None:
         """Carry the writes out on the worker threads; record the results in plan order."""
         create_only = create_only_fields(account, now)
-        total = len(planned)
-        writes = sum(1 for item in planned if _writes(item))
-        size = max(1, min(MAX_CHUNK, writes // (concurrency * 4)))
-        results: list[Result | None] = [None] * total
+        results: list[Result | None] = [
+            None if item.action.writes else _no_write(item) for item in planned
+        ]
+        writes = [index for index, result in enumerate(results) if result is None]
+        size = max(1, min(MAX_CHUNK, len(writes) // (concurrency * 4)))
+        chunks = [writes[start : start + size] for start in range(0, len(writes), size)]
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            jobs: list[tuple[list[int], Future[list[Result]]]] = []
-            chunk: list[int] = []
-            for index, item in enumerate(planned):
-                if not _writes(item):
-                    results[index] = _no_write(item)
-                    continue
-                chunk.append(index)
-                if len(chunk) == size:
-                    items = [planned[i] for i in chunk]
-                    jobs.append(
-                        (chunk, pool.submit(self._apply_all, connector, items, create_only))
-                    )
-                    chunk = []
-            if chunk:
-                items = [planned[i] for i in chunk]
-                jobs.append((chunk, pool.submit(self._apply_all, connector, items, create_only)))
+            jobs = [
+                (
+                    chunk,
+                    pool.submit(
+                        self._apply_all, connector, [planned[i] for i in chunk], create_only
+                    ),
+                )
+                for chunk in chunks
+            ]
             try:
                 self._collect(jobs, results, run_id, account.id)
             except BaseException:
@@ -636,8 +631,7 @@ class SyncEngine:
         desired: dict[str, Any],
         verb: str,
     ) -> Result:
-        with self.sessions() as session:
-            owner = snapshot.claimed_users(session, item.employee.account_id, {user.id})
+        owner = self._claims(item.employee.account_id, {user.id})
         if owner.get(user.id, item.employee.id) != item.employee.id:
             # Found at write time (the LMS said "exists", or the linked user was gone): the
             # plan's check could not see it, and two employees must never share an LMS user.
@@ -738,10 +732,6 @@ def _ready(employee: EmployeeRecord, state: StateRecord | None, now: datetime) -
     return not (
         state.rejected_record_at is not None and employee.updated_at <= state.rejected_record_at
     )
-
-
-def _writes(item: Planned) -> bool:
-    return item.action.writes
 
 
 def _matched(item: Planned, desired: dict[str, Any]) -> Result:

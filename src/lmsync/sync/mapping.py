@@ -3,50 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from lmsync.storage.tables import Account
-
-
-class EmployeeFields(Protocol):
-    """What the mapping reads of an employee: the ORM row, or a sync run's snapshot record."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def employee_number(self) -> str: ...
-    @property
-    def first_name(self) -> str: ...
-    @property
-    def last_name(self) -> str: ...
-    @property
-    def language(self) -> str | None: ...
-    @property
-    def work_email(self) -> str | None: ...
-    @property
-    def company_name(self) -> str | None: ...
-    @property
-    def job_title(self) -> str | None: ...
-    @property
-    def home_phone(self) -> str | None: ...
-    @property
-    def home_phone_e164(self) -> str | None: ...
-    @property
-    def cell_phone(self) -> str | None: ...
-    @property
-    def cell_phone_e164(self) -> str | None: ...
-    @property
-    def address(self) -> str | None: ...
-    @property
-    def city(self) -> str | None: ...
-    @property
-    def province(self) -> str | None: ...
-    @property
-    def country(self) -> str | None: ...
-    @property
-    def postal_code(self) -> str | None: ...
-
+from lmsync.storage.tables import Account, Employee
+from lmsync.sync.snapshot import EmployeeRecord
 
 # Maintained: written at creation and kept up to date afterwards.
 MAINTAINED_FIELDS: tuple[str, ...] = (
@@ -74,7 +35,7 @@ EXPIRATION_YEARS = 100
 ACCESS_MODE = "Request"
 
 
-def desired_fields(employee: EmployeeFields, account: Account) -> dict[str, Any]:
+def desired_fields(employee: Employee | EmployeeRecord, account: Account) -> dict[str, Any]:
     """The maintained fields for ``employee``; the account fills the language and company."""
     return {
         "external_id": employee.id,

@@ -13,12 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from lmsync.lms.base import LmsError, TransientError
 from lmsync.storage.bulk import insert_rows
-from lmsync.storage.tables import Employee, LmsLink, LmsState, SyncOutcome, SyncRun
+from lmsync.storage.tables import (
+    Employee,
+    LmsLink,
+    LmsState,
+    SyncOutcome,
+    SyncRun,
+    table_of,
+)
 from lmsync.sync.rules import Action, EmployeeView, Kind
 from lmsync.sync.snapshot import EmployeeRecord, LinkRecord, StateRecord
 
@@ -59,14 +66,8 @@ class Result:
     after: dict[str, Any] | None = None
 
 
-def _table(model: type[Any]) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
-
-
-EMPLOYEES, LINKS, STATES = _table(Employee), _table(LmsLink), _table(LmsState)
-RUNS, OUTCOMES = _table(SyncRun), _table(SyncOutcome)
+EMPLOYEES, LINKS, STATES = table_of(Employee), table_of(LmsLink), table_of(LmsState)
+RUNS, OUTCOMES = table_of(SyncRun), table_of(SyncOutcome)
 
 _UPDATE_LINK = (
     LINKS.update()
@@ -131,7 +132,20 @@ def record_batch(
         _link_change(batch, account_id, result, now)
         _state_change(batch, account_id, run_id, result, now)
         if _worth_an_outcome(result):
-            batch.outcomes.append(_outcome_row(run_id, account_id, result, now))
+            batch.outcomes.append(
+                _outcome_row(
+                    run_id,
+                    account_id,
+                    now,
+                    employee_id=result.planned.employee.id,
+                    action=result.action,
+                    outcome=result.outcome,
+                    reason=result.reason,
+                    lms_user_id=result.lms_user_id,
+                    before=result.before,
+                    after=result.after,
+                )
+            )
     counts = connection.execute(select(RUNS.c.counts).where(RUNS.c.id == run_id)).scalar_one()
     merged = dict(counts or {})
     for key, value in batch.counts.items():
@@ -164,20 +178,18 @@ def record_plan(
 ) -> None:
     """Keep a plan that was not carried out (a dry run, or a run held by the guard)."""
     rows = [
-        {
-            "id": str(uuid.uuid4()),
-            "run_id": run_id,
-            "account_id": account_id,
-            "employee_id": item.employee.id,
-            "action": str(item.action.kind),
-            "outcome": outcome,
-            "reason": item.action.reason,
-            "lms_user_id": item.action.lms_user_id
-            or (item.link.lms_user_id if item.link else None),
-            "before": None,
-            "after": jsonable(dict(item.action.changes)) or None,
-            "at": now,
-        }
+        _outcome_row(
+            run_id,
+            account_id,
+            now,
+            employee_id=item.employee.id,
+            action=str(item.action.kind),
+            outcome=outcome,
+            reason=item.action.reason,
+            lms_user_id=item.action.lms_user_id or (item.link.lms_user_id if item.link else None),
+            before=None,
+            after=dict(item.action.changes) or None,
+        )
         for item in planned
     ]
     insert_rows(connection, OUTCOMES, rows)
@@ -194,8 +206,10 @@ def _link_change(batch: _Batch, account_id: str, result: Result, now: datetime) 
     if link is not None and refresh is not None and result.outcome == "none":
         batch.link_updates.append(
             {
-                **_link_values(link),
                 "key_employee_id": employee_id,
+                "lms_user_id": link.lms_user_id,
+                "made_by": link.made_by,
+                "linked_at": link.linked_at,
                 "lms_active": refresh.lms_active,
                 "written": link.written if refresh.written is None else dict(refresh.written),
                 "synced_at": now,
@@ -230,16 +244,6 @@ def _link_change(batch: _Batch, account_id: str, result: Result, now: datetime) 
             "synced_at": now,
         }
     )
-
-
-def _link_values(link: LinkRecord) -> dict[str, Any]:
-    return {
-        "lms_user_id": link.lms_user_id,
-        "made_by": link.made_by,
-        "lms_active": link.lms_active,
-        "written": link.written,
-        "linked_at": link.linked_at,
-    }
 
 
 def _state_change(
@@ -294,18 +298,31 @@ def _clear(batch: _Batch, item: Planned, clear: bool) -> None:
         batch.cleared.append({"key_id": item.employee.id, "seen": item.employee.lms_due_at})
 
 
-def _outcome_row(run_id: str, account_id: str, result: Result, now: datetime) -> dict[str, Any]:
+def _outcome_row(
+    run_id: str,
+    account_id: str,
+    now: datetime,
+    *,
+    employee_id: str,
+    action: str,
+    outcome: str,
+    reason: str,
+    lms_user_id: str | None,
+    before: dict[str, Any] | None,
+    after: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A ``sync_outcomes`` row: what was done (or planned) for one employee in a run."""
     return {
         "id": str(uuid.uuid4()),
         "run_id": run_id,
         "account_id": account_id,
-        "employee_id": result.planned.employee.id,
-        "action": result.action,
-        "outcome": result.outcome,
-        "reason": result.reason,
-        "lms_user_id": result.lms_user_id,
-        "before": result.before,
-        "after": jsonable(result.after),
+        "employee_id": employee_id,
+        "action": action,
+        "outcome": outcome,
+        "reason": reason,
+        "lms_user_id": lms_user_id,
+        "before": before,
+        "after": jsonable(after),
         "at": now,
     }
 

@@ -11,10 +11,10 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, Select, Table, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
-from lmsync.storage.tables import Employee, LmsLink, LmsState
+from lmsync.storage.tables import Employee, LmsLink, LmsState, table_of
 
 # Rows are read in chunks of ids, so that an IN list stays far below every database's limit.
 ID_CHUNK = 500
@@ -74,14 +74,8 @@ class StateRecord(NamedTuple):
 Record = TypeVar("Record", EmployeeRecord, LinkRecord, StateRecord)
 
 
-def _table(model: type[Any]) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
-
-
 def _columns(model: type[Any], record: type[Record]) -> list[ColumnElement[Any]]:
-    table = _table(model)
+    table = table_of(model)
     return [table.c[name] for name in record._fields]
 
 
@@ -99,20 +93,31 @@ def _read(session: Session, query: Select[Any], record: type[Record]) -> Iterabl
     return (record._make(row) for row in session.execute(query))
 
 
+def _read_among(
+    session: Session,
+    query: Select[Any],
+    record: type[Record],
+    column: ColumnElement[Any],
+    ids: list[str] | None,
+) -> Iterator[Record]:
+    """The rows of ``query`` whose ``column`` is one of ``ids`` (read in chunks, each id once),
+    or all of them when ``ids`` is None."""
+    if ids is None:
+        yield from _read(session, query, record)
+        return
+    for chunk in chunks(list(dict.fromkeys(ids))):
+        yield from _read(session, query.where(column.in_(chunk)), record)
+
+
 def employees(
     session: Session, account_id: str, *, employee_ids: list[str] | None, due_only: bool
 ) -> list[EmployeeRecord]:
-    """The account's employees: these ids, the due ones, or all of them."""
-    table = _table(Employee)
+    """The account's employees: these ids, or all of them; ``due_only``: the due ones only."""
+    table = table_of(Employee)
     query = select(*EMPLOYEE_COLUMNS).where(table.c.account_id == account_id)
-    if employee_ids is not None:
-        found: list[EmployeeRecord] = []
-        for chunk in chunks(list(dict.fromkeys(employee_ids))):  # each employee once
-            found.extend(_read(session, query.where(table.c.id.in_(chunk)), EmployeeRecord))
-        return found
     if due_only:
         query = query.where(table.c.lms_due_at.is_not(None))
-    return list(_read(session, query, EmployeeRecord))
+    return list(_read_among(session, query, EmployeeRecord, table.c.id, employee_ids))
 
 
 Keyed = TypeVar("Keyed", LinkRecord, StateRecord)
@@ -123,27 +128,14 @@ def by_employee(
 ) -> dict[str, Keyed]:
     """The links or the states of these employees (of the whole account when ids are None)."""
     model = LmsLink if record is LinkRecord else LmsState
-    return {row.employee_id: row for row in _rows(session, model, record, account_id, employee_ids)}
-
-
-def _rows(
-    session: Session,
-    model: type[Any],
-    record: type[Record],
-    account_id: str,
-    employee_ids: list[str] | None,
-) -> Iterator[Record]:
-    table = _table(model)
+    table = table_of(model)
     query = select(*_columns(model, record)).where(table.c.account_id == account_id)
-    if employee_ids is None:
-        yield from _read(session, query, record)
-        return
-    for chunk in chunks(employee_ids):
-        yield from _read(session, query.where(table.c.employee_id.in_(chunk)), record)
+    rows = _read_among(session, query, record, table.c.employee_id, employee_ids)
+    return {row.employee_id: row for row in rows}
 
 
 def linked_total(session: Session, account_id: str) -> int:
-    table = _table(LmsLink)
+    table = table_of(LmsLink)
     query = select(func.count()).select_from(table).where(table.c.account_id == account_id)
     return session.scalar(query) or 0
 
@@ -152,7 +144,7 @@ def shared_email_keys(session: Session, account_id: str, among: set[str] | None)
     """Work email keys held by more than one active, included employee of the account.
 
     ``among`` narrows the question to these keys (an incremental run asks about its own)."""
-    table = _table(Employee)
+    table = table_of(Employee)
     query = (
         select(table.c.work_email_key)
         .where(
@@ -171,7 +163,7 @@ def shared_email_keys(session: Session, account_id: str, among: set[str] | None)
 
 def claimed_users(session: Session, account_id: str, user_ids: set[str]) -> dict[str, str]:
     """Which of these LMS users are already linked, and to which employee."""
-    table = _table(LmsLink)
+    table = table_of(LmsLink)
     claimed: dict[str, str] = {}
     for chunk in chunks(sorted(user_ids)):
         rows = session.execute(
