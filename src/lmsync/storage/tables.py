@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -123,6 +124,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # NULL only for tokens made before expiries existed (migration 0004 gives them one).
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Employee(Base):
@@ -190,10 +193,15 @@ class IdempotencyRecord(Base):
     """The first response to a POST sent with an ``Idempotency-Key``, replayed on a retry."""
 
     __tablename__ = "idempotency_records"
-    __table_args__ = (UniqueConstraint("user_id", "key", name="uq_idempotency_user_key"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "account_id", "key", name="uq_idempotency_user_account_key"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     user_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
+    # The account the request acted in ("" for a platform operator's account-less requests):
+    # one login's keys never replay across two of its accounts.
+    account_id: Mapped[str] = mapped_column(String(36), default="", server_default="")
     key: Mapped[str] = mapped_column(String(200))
     fingerprint: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
@@ -222,12 +230,17 @@ class LmsInterface(Base):
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     guard_percent: Mapped[int] = mapped_column(Integer, default=10)
     guard_minimum: Mapped[int] = mapped_column(Integer, default=20)
+    # The guard counts deactivations over this sliding window, across runs.
+    guard_window_minutes: Mapped[int] = mapped_column(Integer, default=60, server_default="60")
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     minute_of_hour: Mapped[int] = mapped_column(Integer, default=0)
     last_full_pass_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lock_owner: Mapped[str | None] = mapped_column(String(64))
     lock_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Fencing number: incremented at each acquisition of the lock; a run writes and records
+    # only while the lock still carries its number.
+    lock_fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -296,6 +309,13 @@ class SyncRun(Base):
     decided_by: Mapped[str | None] = mapped_column(String(36))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Who works on the run (a process's id), since when it last said so, the lock's fencing
+    # number it holds, and what it was asked (employee ids, approved...) so another process
+    # can take a queued run over.
+    owner: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    fence: Mapped[int | None] = mapped_column(Integer)
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class SyncOutcome(Base):
@@ -303,6 +323,7 @@ class SyncOutcome(Base):
     __table_args__ = (
         Index("ix_sync_outcomes_run", "run_id", "action"),
         Index("ix_sync_outcomes_employee", "employee_id", "at"),
+        Index("ix_sync_outcomes_account_action", "account_id", "action", "at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -316,6 +337,35 @@ class SyncOutcome(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class EmployeeImport(Base):
+    """A CSV import running in the background: the file, its progress and its report."""
+
+    __tablename__ = "employee_imports"
+    __table_args__ = (Index("ix_employee_imports_account", "account_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    actor_user_id: Mapped[str | None] = mapped_column(String(36))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    # queued | running | succeeded | failed | interrupted
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)  # dropped once finished
+    total_rows: Mapped[int] = mapped_column(Integer, default=0)
+    done_rows: Mapped[int] = mapped_column(Integer, default=0)
+    imported_count: Mapped[int] = mapped_column(Integer, default=0)
+    rejected_count: Mapped[int] = mapped_column(Integer, default=0)
+    # {"imported": [...], "rejected": [...]}, filled chunk by chunk
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    message: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class WebSession(Base):

@@ -52,13 +52,20 @@ def get_browser(request: Request, state: State) -> BrowserSession:
 Browser = Annotated[BrowserSession, Depends(get_browser)]
 
 
-async def check_csrf(request: Request, browser: Browser) -> BrowserSession:
+async def posted_form(request: Request) -> dict[str, str]:
+    """The form's text fields, read here (awaiting the body is the only async work): the page
+    handlers are plain functions, run in the thread pool, so their database work never blocks
+    the event loop."""
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+FormData = Annotated[dict[str, str], Depends(posted_form)]
+
+
+def check_csrf(request: Request, browser: Browser, form: FormData) -> BrowserSession:
     """Every state-changing page request must carry the session's CSRF token."""
-    sent = request.headers.get("X-CSRF-Token")
-    if sent is None:
-        form = await request.form()
-        value = form.get("csrf_token")
-        sent = value if isinstance(value, str) else None
+    sent = request.headers.get("X-CSRF-Token") or form.get("csrf_token")
     if not sent or not hmac.compare_digest(sent, browser.csrf_token):
         raise CsrfRejected()
     return browser

@@ -17,7 +17,14 @@ from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
 from lmsync.sync.service import LMS_STATES, employees_with_state
 from lmsync.web.deps import State
-from lmsync.web.pages.common import Browser, Writer, redirect, render, require_writer
+from lmsync.web.pages.common import (
+    Browser,
+    FormData,
+    Writer,
+    redirect,
+    render,
+    require_writer,
+)
 
 router = APIRouter(include_in_schema=False)
 PAGE = 50
@@ -38,9 +45,8 @@ PROFILE_FIELDS = (
 )
 
 
-async def _form(request: Request) -> dict[str, str]:
-    form = await request.form()
-    return {k: v.strip() for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+def _form(form: dict[str, str]) -> dict[str, str]:
+    return {k: v.strip() for k, v in form.items() if k != "csrf_token"}
 
 
 def _errors(errors: list[FieldError]) -> dict[str, str]:
@@ -116,9 +122,9 @@ def new_employee(request: Request, state: State, browser: Browser) -> Response:
 
 
 @router.post("/employees/new", response_class=HTMLResponse)
-async def create_employee(request: Request, state: State, browser: Writer) -> Response:
+def create_employee(request: Request, state: State, browser: Writer, form: FormData) -> Response:
     account_id = require_writer(browser)
-    values = await _form(request)
+    values = _form(form)
     raw: dict[str, Any] = {k: v for k, v in values.items() if v}
     raw["lms_excluded"] = values.get("lms_excluded") == "true"
     try:
@@ -178,11 +184,11 @@ def employee_file(
 
 
 @router.post("/employees/{employee_id}/profile", response_class=HTMLResponse)
-async def save_profile(
-    request: Request, state: State, browser: Writer, employee_id: str
+def save_profile(
+    request: Request, state: State, browser: Writer, form: FormData, employee_id: str
 ) -> Response:
     account_id = require_writer(browser)
-    values = await _form(request)
+    values = _form(form)
     patch = {name: values.get(name) or None for name in PROFILE_FIELDS}
     try:
         with state.uow() as session:
@@ -203,11 +209,11 @@ async def save_profile(
 
 
 @router.post("/employees/{employee_id}/exclusion")
-async def save_exclusion(
-    request: Request, state: State, browser: Writer, employee_id: str
+def save_exclusion(
+    request: Request, state: State, browser: Writer, form: FormData, employee_id: str
 ) -> Response:
     account_id = require_writer(browser)
-    values = await _form(request)
+    values = _form(form)
     excluded = values.get("lms_excluded") == "true"
     with state.uow() as session:
         employees.update(
@@ -271,8 +277,8 @@ def rehire_page(request: Request, state: State, browser: Browser, employee_id: s
 
 
 @router.post("/employees/{employee_id}/{verb}", response_class=HTMLResponse)
-async def lifecycle(
-    request: Request, state: State, browser: Writer, employee_id: str, verb: str
+def lifecycle(
+    request: Request, state: State, browser: Writer, form: FormData, employee_id: str, verb: str
 ) -> Response:
     if verb not in ("terminate", "rehire"):
         return render(
@@ -285,7 +291,7 @@ async def lifecycle(
             message="This page does not exist.",
         )
     account_id = require_writer(browser)
-    values = await _form(request)
+    values = _form(form)
     try:
         with state.uow() as session:
             if verb == "terminate":

@@ -21,7 +21,14 @@ from lmsync.hr.sessions import BrowserSession
 from lmsync.storage.tables import Account, Employee, LmsInterface, SyncOutcome
 from lmsync.sync.engine import RunSummary
 from lmsync.web.deps import State
-from lmsync.web.pages.common import Browser, Writer, redirect, render, require_writer
+from lmsync.web.pages.common import (
+    Browser,
+    FormData,
+    Writer,
+    redirect,
+    render,
+    require_writer,
+)
 
 router = APIRouter(include_in_schema=False)
 SETTINGS = "/settings/interfaces/lms"
@@ -90,10 +97,9 @@ def settings_page(request: Request, state: State, browser: Browser) -> Response:
 
 
 @router.post(SETTINGS, response_class=HTMLResponse)
-async def save_settings(request: Request, state: State, browser: Writer) -> Response:
+def save_settings(request: Request, state: State, browser: Writer, form: FormData) -> Response:
     account_id = require_writer(browser)
-    form = await request.form()
-    values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    values: dict[str, Any] = dict(form)
     for switch in ("hourly_transfer", "sync_users", "deactivate_terminated"):
         values[switch] = values.get(switch) == "true"
     with state.uow() as session:
@@ -144,9 +150,8 @@ def preview(request: Request, state: State, browser: Writer) -> Response:
 
 
 @router.post(f"{SETTINGS}/activate")
-async def activate(request: Request, state: State, browser: Writer) -> Response:
+def activate(request: Request, state: State, browser: Writer, form: FormData) -> Response:
     account_id = require_writer(browser)
-    form = await request.form()
     if form.get("confirm") != "yes":
         return redirect(SETTINGS, "Tick the confirmation box to activate.")
     run_id = state.sync.activate(account_id, dry_run=False, actor=browser.principal.user_id)
@@ -154,9 +159,8 @@ async def activate(request: Request, state: State, browser: Writer) -> Response:
 
 
 @router.post("/sync/now")
-async def sync_now(request: Request, state: State, browser: Writer) -> Response:
+def sync_now(request: Request, state: State, browser: Writer, form: FormData) -> Response:
     account_id = require_writer(browser)
-    form = await request.form()
     try:
         result = state.sync.sync(
             account_id,
@@ -313,10 +317,9 @@ def operator_accounts(request: Request, state: State, browser: Browser) -> Respo
 
 
 @router.post("/operator/accounts/{account_id}/sync")
-async def operator_toggle(
-    request: Request, state: State, browser: Writer, account_id: str
+def operator_toggle(
+    request: Request, state: State, browser: Writer, form: FormData, account_id: str
 ) -> Response:
-    form = await request.form()
     enabled = form.get("enabled") == "true"
     with state.uow() as session:
         account = accounts.update_account(
