@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
 from lmsync.domain.accounts import AccountCreateIn
 from lmsync.hr import accounts
@@ -115,6 +116,15 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture
+def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """A runner for ``lmsync`` commands on the test's database (run them with ``run`` from
+    ``tests.db.test_cli``)."""
+    monkeypatch.setenv("LMSYNC_DATABASE_URL", database_url)
+    monkeypatch.setenv("LMSYNC_DATA_DIR", str(tmp_path / "data"))
+    return CliRunner()
 
 
 @dataclass

@@ -12,12 +12,12 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from lmsync.domain.accounts import AccountCreateIn, AccountPatchIn
 from lmsync.domain.errors import DomainError, ValidationFailed
 from lmsync.domain.interface import InterfaceIn
-from lmsync.hr import accounts, csv_import
+from lmsync.hr import accounts, csv_import, imports
 from lmsync.hr.principal import Principal
 from lmsync.log_config import configure
 from lmsync.security import SecretBox
@@ -51,14 +51,13 @@ def _fail(message: str) -> typer.Exit:
 
 
 @contextmanager
-def _session() -> Iterator[Session]:
-    """A transaction on the configured database (schema upgraded first); domain errors exit 1."""
+def _database() -> Iterator[sessionmaker[Session]]:
+    """Sessions on the configured database (schema upgraded first); domain errors exit 1."""
     settings = Settings()
     engine = make_engine(settings.resolved_database_url())
-    migrate.upgrade(engine)
     try:
-        with transaction(make_session_factory(engine)) as session:
-            yield session
+        migrate.upgrade(engine)
+        yield make_session_factory(engine)
     except ValidationFailed as exc:
         for error in exc.errors:
             typer.echo(f"error: {error.field}: {error.message}", err=True)
@@ -67,6 +66,13 @@ def _session() -> Iterator[Session]:
         raise _fail(exc.message) from exc
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _session() -> Iterator[Session]:
+    """A transaction on the configured database (schema upgraded first); domain errors exit 1."""
+    with _database() as sessions, transaction(sessions) as session:
+        yield session
 
 
 @db_app.command("upgrade")
@@ -133,10 +139,14 @@ def user_create(
     role: Annotated[str, typer.Option(help="MHR or viewer.")] = "MHR",
     operator: Annotated[bool, typer.Option("--operator", help="A platform operator.")] = False,
 ) -> None:
-    """Create a login, optionally a member of an account; prints its id."""
+    """Create a login, optionally a member of an account; prints its id.
+
+    The password: at least 12 characters, not a common or breached one, not containing the
+    email's name. Without --password-stdin the login has no password (it cannot sign in to the
+    pages; an API token can still act as it)."""
     if role not in ("MHR", "viewer"):
         raise _fail("role must be MHR or viewer")
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     with _session() as session:
         user = accounts.create_user(session, email=email, password=password, is_operator=operator)
         if account is not None:
@@ -156,11 +166,22 @@ def token_create(
         str | None, typer.Option(help="Account id (needed when the login has several).")
     ] = None,
     name: Annotated[str, typer.Option(help="A label for the token.")] = "",
+    days: Annotated[
+        int | None,
+        typer.Option(
+            help="Days until it expires (default LMSYNC_TOKEN_DEFAULT_DAYS, 90; "
+            "at most LMSYNC_TOKEN_MAX_DAYS, 365)."
+        ),
+    ] = None,
 ) -> None:
     """Issue an API token; it is printed once and only its hash is kept."""
+    settings = Settings()
+    lifetime = accounts.TokenLifetime(settings.token_default_days, settings.token_max_days)
     with _session() as session:
         user = accounts.find_user(session, email)
-        issued = accounts.create_token(session, user, account_id=account, name=name)
+        issued = accounts.create_token(
+            session, user, account_id=account, name=name, days=days, lifetime=lifetime
+        )
         typer.echo(issued.token)
 
 
@@ -179,18 +200,45 @@ def employees_import(
     account: Annotated[str, typer.Option(help="Account id.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check only; write nothing.")] = False,
 ) -> None:
-    """Import employees from a CSV file whose header names the API's JSON fields."""
-    with _session() as session:
-        report = csv_import.import_employees(
-            session, None, account, file.read_bytes(), dry_run=dry_run
-        )
-        verb = "would import" if dry_run else "imported"
-        typer.echo(f"{verb} {len(report.imported)} employees; rejected {len(report.rejected)}")
-        for row in report.rejected:
-            for error in row.errors:
-                typer.echo(f"  line {row.line}: {error.field}: {error.message}")
-    if report.rejected:
+    """Import employees from a CSV file whose header names the API's JSON fields.
+
+    Rows are committed 500 at a time, as the server's background imports are: the server stays
+    responsive, and Ctrl-C keeps the rows already committed (the import is then "interrupted").
+    """
+    content = file.read_bytes()
+    if dry_run:
+        with _session() as session:
+            report = csv_import.import_employees(session, None, account, content, dry_run=True)
+        _print_report("would import", len(report.imported), report.rejected)
+        if report.rejected:
+            raise typer.Exit(2)
+        return
+    rejected: list[csv_import.RejectedRow] = []
+    show_progress = sys.stderr.isatty()
+
+    def on_chunk(chunk: imports.ChunkDone) -> None:
+        rejected.extend(chunk.report.rejected)
+        if show_progress:
+            typer.echo(f"\r{chunk.done_rows}/{chunk.total_rows} rows", nl=False, err=True)
+
+    try:
+        with _database() as sessions:
+            row = imports.run_in_foreground(sessions, None, account, content, on_chunk=on_chunk)
+    finally:
+        if show_progress:
+            typer.echo(err=True)
+    _print_report("imported", row.imported_count, rejected)
+    if row.status != "succeeded":
+        raise _fail(f"import {row.id} {row.status}: {row.message}")
+    if rejected:
         raise typer.Exit(2)
+
+
+def _print_report(verb: str, imported: int, rejected: list[csv_import.RejectedRow]) -> None:
+    typer.echo(f"{verb} {imported} employees; rejected {len(rejected)}")
+    for row in rejected:
+        for error in row.errors:
+            typer.echo(f"  line {row.line}: {error.field}: {error.message}")
 
 
 def _sync_service() -> tuple[SyncService, Engine]:
@@ -224,7 +272,8 @@ def lms_configure(
         str, typer.Option(help="What the SCIM userName carries: email or employee_number.")
     ] = "email",
 ) -> None:
-    """Configure (or reconfigure) the account's LMS interface."""
+    """Configure (or reconfigure) the account's LMS interface. A new URL or authentication
+    needs the secret again (--secret-stdin); the deactivation guard's settings are kept."""
     secret = sys.stdin.readline().rstrip("\n") if secret_stdin else None
     try:
         data = InterfaceIn.model_validate(
@@ -249,7 +298,12 @@ def lms_configure(
     try:
         with _session() as session:
             accounts.get_account(session, account)
-            service.put_interface(session, account, data)
+            try:
+                service.put_interface(session, account, data)
+            except ValidationFailed as exc:
+                if not secret_stdin and any(e.field == "secret" for e in exc.errors):
+                    typer.echo("hint: give the secret again with --secret-stdin", err=True)
+                raise
     finally:
         service.close()
         engine.dispose()
@@ -308,7 +362,7 @@ def sync(
     typer.echo(f"  {'action':<12} {verb:>7}")
     for action, count in sorted(summary.counts.items()):
         typer.echo(f"  {action:<12} {count:>7}")
-    if summary.status in ("failed", "held", "partial"):
+    if summary.status in ("failed", "held", "partial", "interrupted"):
         raise typer.Exit(1)
 
 

@@ -142,7 +142,14 @@ def _scim_user(email: str, n: int) -> dict[str, Any]:
     }
 
 
-def _seed(session: Session, password: str) -> tuple[str, str]:
+def _readable_password() -> str:
+    """A random password that is easy to read and type: four groups of four letters and digits
+    (about 79 bits; no 0/o, 1/l/i to mix up)."""
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4))
+
+
+def _seed(session: Session, password: str, lifetime: accounts.TokenLifetime) -> tuple[str, str]:
     account = accounts.create_account(
         session,
         AccountCreateIn(
@@ -168,7 +175,9 @@ def _seed(session: Session, password: str) -> tuple[str, str]:
         session, None, account.id, hired[0].id, TerminateIn(termination_date=date(2026, 6, 30))
     )
     employees.rehire(session, None, account.id, hired[0].id, RehireIn(hire_date=date(2026, 9, 1)))
-    token = accounts.create_token(session, manager, account_id=account.id, name="demo").token
+    token = accounts.create_token(
+        session, manager, account_id=account.id, name="demo", lifetime=lifetime
+    ).token
     return account.id, token
 
 
@@ -198,7 +207,7 @@ def run_demo(settings: Settings, *, port: int = 8000, lms_port: int = 0) -> None
         path.unlink(missing_ok=True)  # the embedded LMS starts empty: so does the demo's database
     settings = settings.model_copy(update={"database_url": f"sqlite:///{database}"})
     lms_token = secrets.token_urlsafe(16)
-    password = secrets.token_urlsafe(12)
+    password = _readable_password()
     lms = EmbeddedLms(port=lms_port, token=lms_token)
     lms.start()
     try:
@@ -210,7 +219,8 @@ def run_demo(settings: Settings, *, port: int = 8000, lms_port: int = 0) -> None
         sync_engine = SyncEngine(sessions, box)
         service = SyncService(sessions, box, sync_engine)
         with transaction(sessions) as session:
-            account_id, token = _seed(session, password)
+            lifetime = accounts.TokenLifetime(settings.token_default_days, settings.token_max_days)
+            account_id, token = _seed(session, password, lifetime)
             service.put_interface(
                 session,
                 account_id,

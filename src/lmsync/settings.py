@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
+import structlog
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -30,6 +32,9 @@ class Settings(BaseSettings):
     # API tokens: lifetime when none is asked for, and the longest that may be asked for.
     token_default_days: int = Field(default=90, ge=1)
     token_max_days: int = Field(default=365, ge=1)
+    # The account's sync lock is a lease of this many seconds, renewed while a run lives: a
+    # server that stops frees the account (and its runs are recovered) within about 1.5 leases.
+    sync_lease_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
     # Which LMS hosts an interface may reach: comma-separated host names (``*.example.com``)
     # and networks (``10.0.0.0/8``). Empty allow list: any host not denied. The deny list wins;
     # link-local addresses (cloud metadata services) are denied by default.
@@ -37,8 +42,22 @@ class Settings(BaseSettings):
     lms_denied_hosts: str = "169.254.0.0/16,fe80::/10"
 
     def resolved_database_url(self) -> str:
-        """The configured URL, else a SQLite file in the data directory."""
+        """The configured URL, else a SQLite file in the data directory.
+
+        The directory is created private (0700): it holds personal data, password hashes and the
+        secret key. One that already exists is left as it is (it may be a directory chosen and
+        shared on purpose) but a warning is logged when others can enter or read it.
+        """
         if self.database_url:
             return self.database_url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
+            mode = stat.S_IMODE(self.data_dir.stat().st_mode)
+            if mode & 0o077:
+                structlog.get_logger("lmsync.settings").warning(
+                    "data directory is accessible to other users; chmod 700 it",
+                    data_dir=str(self.data_dir),
+                    mode=oct(mode),
+                )
         return f"sqlite:///{self.data_dir / 'lmsync.sqlite3'}"

@@ -10,10 +10,22 @@ from tests.api.test_employees_api import hire
 from tests.conftest import World
 
 
+def login_token(client: TestClient) -> str:
+    """The sign-in form's CSRF token (its pre-session cookie stays in the client)."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+    assert match
+    return match.group(1)
+
+
 def sign_in(client: TestClient, email: str, password: str = "correct horse") -> str:
     response = client.post(
         "/login",
-        data={"email": email, "password": password, "next": "/employees"},
+        data={
+            "email": email,
+            "password": password,
+            "next": "/employees",
+            "csrf_token": login_token(client),
+        },
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text
@@ -30,9 +42,15 @@ def test_pages_need_a_session(client: TestClient) -> None:
 
 
 def test_sign_in_sets_a_safe_cookie_and_goes_next(client: TestClient, world: World) -> None:
+    token = login_token(client)
     response = client.post(
         "/login",
-        data={"email": "MHR_A@example.com", "password": "correct horse", "next": "/sync"},
+        data={
+            "email": "MHR_A@example.com",
+            "password": "correct horse",
+            "next": "/sync",
+            "csrf_token": token,
+        },
         follow_redirects=False,
     )
     assert response.status_code == 303
@@ -42,19 +60,28 @@ def test_sign_in_sets_a_safe_cookie_and_goes_next(client: TestClient, world: Wor
     assert "SameSite=lax" in cookie
     offsite = client.post(
         "/login",
-        data={"email": "mhr_a@example.com", "password": "correct horse", "next": "//evil.example"},
+        data={
+            "email": "mhr_a@example.com",
+            "password": "correct horse",
+            "next": "//evil.example",
+            "csrf_token": token,
+        },
         follow_redirects=False,
     )
     assert offsite.headers["location"] == "/"
 
 
 def test_wrong_password_then_throttled(client: TestClient, world: World) -> None:
+    token = login_token(client)
     for _ in range(5):
-        wrong = client.post("/login", data={"email": "mhr_a@example.com", "password": "nope"})
+        wrong = client.post(
+            "/login", data={"email": "mhr_a@example.com", "password": "nope", "csrf_token": token}
+        )
         assert wrong.status_code == 401
         assert "wrong email or password" in wrong.text
     blocked = client.post(
-        "/login", data={"email": "mhr_a@example.com", "password": "correct horse"}
+        "/login",
+        data={"email": "mhr_a@example.com", "password": "correct horse", "csrf_token": token},
     )
     assert blocked.status_code == 429
     assert "too many failed sign-in attempts" in blocked.text

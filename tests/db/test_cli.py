@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -12,13 +11,6 @@ from lmsync.cli import app
 from lmsync.settings import Settings
 from lmsync.web.app import create_app
 from tests.api.test_import_api import TEN_ROWS
-
-
-@pytest.fixture
-def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("LMSYNC_DATABASE_URL", database_url)
-    monkeypatch.setenv("LMSYNC_DATA_DIR", str(tmp_path / "data"))
-    return CliRunner()
 
 
 def run(cli: CliRunner, *args: str, input: str | None = None, code: int = 0) -> str:

@@ -31,7 +31,9 @@ from lmsync.storage.tables import (
     SyncRun,
     utcnow,
 )
+from lmsync.sync import guard, lease
 from lmsync.sync.engine import RunOptions, SyncBusy, SyncEngine, has_ready_work
+from lmsync.sync.lease import Claim
 from lmsync.sync.mapping import desired_fields
 from lmsync.sync.service import SyncService
 
@@ -153,15 +155,23 @@ def test_misconfiguration_fails_the_run_and_keeps_work_due(setup: Setup) -> None
     assert setup.due(employee_id)
 
 
+def take(engine: SyncEngine, account_id: str) -> Claim | None:
+    """Take the account's sync lock as ``engine`` would for a run."""
+    return lease.acquire(engine.sessions, account_id, engine.owner, engine.lock_lease)
+
+
 def test_one_sync_per_account(setup: Setup) -> None:
-    assert setup.engine._acquire(setup.account_id)
+    mine = take(setup.engine, setup.account_id)
+    assert mine is not None
     with pytest.raises(SyncBusy):
         setup.run()
-    setup.engine._release(setup.account_id)
+    lease.release(setup.sessions, mine)
     other = SyncEngine(setup.sessions, setup.secrets, connector_factory=setup.factory)
-    assert other._acquire(setup.account_id)
-    assert not setup.engine._acquire(setup.account_id)
-    other._release(setup.account_id)
+    theirs = take(other, setup.account_id)
+    assert theirs is not None
+    assert take(setup.engine, setup.account_id) is None
+    assert theirs.fence > mine.fence  # every acquisition carries a new fencing number
+    lease.release(setup.sessions, theirs)
 
 
 def test_dry_run_plans_without_writing(setup: Setup) -> None:
@@ -194,20 +204,24 @@ def test_deactivation_guard_uses_the_minimum_and_the_percentage(setup: Setup) ->
     held = setup.run()
     assert held.status == "held"
     assert sum(1 for u in setup.lms.users.values() if not u["active"]) == 0
-    approved = setup.run(approved=True, trigger="approval")
+    with setup.sessions() as s:
+        held_ids = guard.held_employee_ids(s, held.run_id)
+    assert sorted(held_ids) == sorted(ids[:6])
+    approved = setup.run(approved=True, trigger="approval", employee_ids=held_ids)
     assert approved.counts == {"deactivate": 6}
 
 
 def test_a_queued_run_waits_for_the_running_one(setup: Setup) -> None:
     setup.hire(1)
     other = SyncEngine(setup.sessions, setup.secrets, connector_factory=setup.factory)
-    assert other._acquire(setup.account_id)  # e.g. the worker's run
+    held = take(other, setup.account_id)  # e.g. the worker's run
+    assert held is not None
     run_id = setup.service.sync(setup.account_id, dry_run=False, full=False, actor=None)
     assert isinstance(run_id, str)
     time.sleep(0.6)
     with setup.sessions() as s:
         assert s.get_one(SyncRun, run_id).status == "queued"
-    other._release(setup.account_id)
+    lease.release(setup.sessions, held)
     deadline = time.monotonic() + 10
     status = "queued"
     while status in ("queued", "running") and time.monotonic() < deadline:
@@ -244,7 +258,8 @@ def test_activation_makes_the_interface_active_under_its_lock(setup: Setup) -> N
         s.get_one(LmsInterface, setup.account_id).active = False
     setup.hire(1)
     holder = SyncEngine(setup.sessions, setup.secrets, connector_factory=setup.factory)
-    assert holder._acquire(setup.account_id)
+    held = take(holder, setup.account_id)
+    assert held is not None
     run_id = setup.service.activate(setup.account_id, dry_run=False, actor=None)
     assert isinstance(run_id, str)
     worker = SyncWorker(setup.engine, setup.sessions)
@@ -252,7 +267,7 @@ def test_activation_makes_the_interface_active_under_its_lock(setup: Setup) -> N
     with setup.sessions() as s:
         assert s.get_one(LmsInterface, setup.account_id).active is False
     assert worker.tick() == 0  # no change run can overtake the queued activation
-    holder._release(setup.account_id)
+    lease.release(setup.sessions, held)
     deadline = time.monotonic() + 10
     status = "queued"
     while status in ("queued", "running") and time.monotonic() < deadline:

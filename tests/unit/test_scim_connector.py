@@ -668,13 +668,16 @@ def test_400_scim_error_detail_is_in_the_message(connect: Connect) -> None:
     assert "bad phone" in str(info.value)
 
 
-def test_error_without_json_body_uses_the_text(connect: Connect) -> None:
+def test_error_without_json_body_is_described_by_its_category(connect: Connect) -> None:
+    # Only a SCIM error document is quoted: a plain-text body could be anyone's (remote_text).
     connector = connect(lambda request: httpx.Response(400, text="phone is not E.164"))
 
     with pytest.raises(RejectedError) as info:
         connector.get("u-1")
 
-    assert "phone is not E.164" in info.value.message
+    assert "phone is not E.164" not in info.value.message
+    assert "HTTP status 400" in info.value.message
+    assert "content type text/plain" in info.value.message
 
 
 @pytest.mark.parametrize("exception", [httpx.ConnectError, httpx.ReadTimeout, httpx.ConnectTimeout])

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 AuthType = Literal["bearer", "api_key", "basic"]
+
+
+def _no_control(value: str | None) -> str | None:
+    if value is not None and any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+        raise ValueError("must not contain control characters")
+    return value
 
 
 class ScimOptionsIn(BaseModel):
@@ -42,11 +49,17 @@ class ScimOptionsIn(BaseModel):
         unknown = sorted(set(value) - allowed)
         if unknown:
             raise ValueError("unknown lmsync fields: " + ", ".join(unknown))
+        for name in value.values():
+            _no_control(name)
         return value
+
+    _plain_urn = field_validator("extension_urn")(_no_control)
 
 
 class InterfaceIn(BaseModel):
-    """``PUT /lms/interface``. ``secret`` is write-only: omit it to keep the stored one."""
+    """``PUT /lms/interface``. ``secret`` is write-only: omit it to keep the stored one, except
+    when the URL, the authentication type, the user name (basic) or the API key header changes:
+    then it must be sent again. The ``guard_*`` fields, when omitted, keep their stored values."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -70,5 +83,43 @@ class InterfaceIn(BaseModel):
         default=True, description="Deactivate LMS users of terminated employees"
     )
     options: ScimOptionsIn = Field(default_factory=ScimOptionsIn)
-    guard_percent: int = Field(default=10, ge=1, le=100)
-    guard_minimum: int = Field(default=20, ge=0, le=100_000)
+    guard_percent: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Deactivation guard: more deactivations within the window than this "
+        "percentage of the linked LMS users wait for an HR manager's approval.",
+    )
+    guard_minimum: int = Field(
+        default=20,
+        ge=0,
+        le=100_000,
+        description="Deactivation guard: up to this many deactivations within the window always "
+        "go through (the threshold is the larger of the two).",
+    )
+    guard_window_minutes: int = Field(
+        default=60,
+        ge=5,
+        le=1440,
+        description="Deactivation guard: the sliding window, in minutes, over which "
+        "deactivations are counted.",
+    )
+
+    _plain = field_validator("username", "portal_id")(_no_control)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        # The URL is shown to every reader of the interface: credentials go in the secret.
+        if value.username or value.password:
+            raise ValueError("put no user name or password in the URL: use the secret field")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _header_safe_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A token or key travels as a header value as is (a basic password is encoded).
+        basic = info.data.get("auth_type") == "basic"
+        if value and not basic and not (value.isascii() and value.isprintable()):
+            raise ValueError("a token or API key may only hold printable ASCII characters")
+        return _no_control(value)

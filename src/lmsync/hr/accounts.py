@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lmsync.domain.accounts import AccountCreateIn, AccountPatchIn, Role
-from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from lmsync.domain.errors import Conflict, DomainError, FieldError, NotFound, ValidationFailed
 from lmsync.domain.normalize import NormalizationError, normalize_email
 from lmsync.hr.principal import Principal
-from lmsync.security import hash_api_token, hash_password, new_api_token
+from lmsync.security import hash_api_token, hash_password, new_api_token, password_problem
 from lmsync.storage.tables import Account, ApiToken, Employee, Membership, User, utcnow
 
 
@@ -80,12 +82,12 @@ def create_user(
     stored, key = _email_key(email)
     if session.scalar(select(User).where(User.email_key == key)) is not None:
         raise Conflict(f"a user with email {stored} already exists")
-    if password is not None and len(password) < 8:
-        raise ValidationFailed([FieldError("password", "must be at least 8 characters")])
+    if password is not None and (problem := password_problem(password, email=stored)):
+        raise ValidationFailed([FieldError("password", problem)])
     user = User(
         email=stored,
         email_key=key,
-        password_hash=hash_password(password) if password else None,
+        password_hash=hash_password(password) if password is not None else None,
         is_operator=is_operator,
     )
     session.add(user)
@@ -112,6 +114,19 @@ def set_membership(session: Session, user: User, account: Account, role: Role) -
     return membership
 
 
+class TokenExpired(DomainError):
+    """A known, unrevoked API token past its expiry."""
+
+
+@dataclass(frozen=True)
+class TokenLifetime:
+    """How long a new API token lasts when none is asked for, and the longest one may ask for
+    (the defaults are those of ``Settings.token_default_days`` and ``token_max_days``)."""
+
+    default_days: int = 90
+    max_days: int = 365
+
+
 @dataclass(frozen=True)
 class IssuedToken:
     token: str
@@ -119,9 +134,33 @@ class IssuedToken:
 
 
 def create_token(
-    session: Session, user: User, *, account_id: str | None = None, name: str = ""
+    session: Session,
+    user: User,
+    *,
+    account_id: str | None = None,
+    name: str = "",
+    days: int | None = None,
+    lifetime: TokenLifetime | None = None,
 ) -> IssuedToken:
-    """Issue a token for ``user`` acting in ``account_id`` (their only account when omitted)."""
+    """Issue a token for ``user`` acting in ``account_id`` (their only account when omitted),
+    valid for ``days`` (the lifetime's default when omitted, never more than its maximum)."""
+    lifetime = lifetime or TokenLifetime()
+    days = lifetime.default_days if days is None else days
+    if days < 1:
+        raise ValidationFailed([FieldError("days", "a token lasts at least 1 day")])
+    if days > lifetime.max_days:
+        raise ValidationFailed(
+            [
+                FieldError(
+                    "days",
+                    f"a token lasts at most {lifetime.max_days} days; "
+                    f"ask for {lifetime.max_days} or fewer",
+                )
+            ]
+        )
+    name = name.strip()
+    if len(name) > 100:
+        raise ValidationFailed([FieldError("name", "at most 100 characters")])
     memberships = list(session.scalars(select(Membership).where(Membership.user_id == user.id)))
     if account_id is None and len(memberships) == 1:
         account_id = memberships[0].account_id
@@ -132,8 +171,15 @@ def create_token(
     if account_id is not None and account_id not in {m.account_id for m in memberships}:
         raise ValidationFailed([FieldError("account", "the user is not a member of this account")])
     token, digest = new_api_token()
+    now = utcnow()
     record = ApiToken(
-        user_id=user.id, account_id=account_id, name=name, token_hash=digest, prefix=token[:10]
+        user_id=user.id,
+        account_id=account_id,
+        name=name,
+        token_hash=digest,
+        prefix=token[:10],
+        created_at=now,
+        expires_at=now + timedelta(days=days),
     )
     session.add(record)
     session.flush()
@@ -145,6 +191,93 @@ def revoke_token(session: Session, token: str) -> None:
     record = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_api_token(token)))
     if record is None:
         raise NotFound("no such token")
+    record.revoked_at = record.revoked_at or utcnow()
+
+
+TokenStatus = Literal["active", "expired", "revoked"]
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """A token as listed: never the token itself, only its first characters."""
+
+    id: str
+    name: str
+    prefix: str
+    owner_email: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @property
+    def status(self) -> TokenStatus:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is None or self.expires_at <= utcnow():
+            return "expired"
+        return "active"
+
+
+def list_tokens(
+    session: Session, principal: Principal, *, limit: int, offset: int
+) -> tuple[list[TokenView], int]:
+    """The tokens acting in the principal's account, newest first: an HR manager (MHR) sees
+    everyone's; anyone else only their own."""
+    query = select(ApiToken, User.email).join(User, User.id == ApiToken.user_id)
+    if principal.account_id is None:
+        query = query.where(ApiToken.account_id.is_(None))
+    else:
+        query = query.where(ApiToken.account_id == principal.account_id)
+    if principal.role != "MHR" or principal.account_id is None:
+        query = query.where(ApiToken.user_id == principal.user_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.execute(
+        query.order_by(ApiToken.created_at.desc(), ApiToken.id).limit(limit).offset(offset)
+    )
+    views = [
+        TokenView(
+            id=token.id,
+            name=token.name,
+            prefix=token.prefix,
+            owner_email=email,
+            created_at=token.created_at,
+            last_used_at=token.last_used_at,
+            expires_at=token.expires_at,
+            revoked_at=token.revoked_at,
+        )
+        for token, email in rows
+    ]
+    return views, total
+
+
+def get_token(session: Session, principal: Principal, token_id: str) -> TokenView:
+    """One token the principal may see (another account's, or for a viewer another login's,
+    is not found)."""
+    record = session.get(ApiToken, token_id)
+    if record is None or record.account_id is None or record.account_id != principal.account_id:
+        raise NotFound("token not found")
+    if principal.role != "MHR" and record.user_id != principal.user_id:
+        raise NotFound("token not found")
+    owner = session.get_one(User, record.user_id)
+    return TokenView(
+        id=record.id,
+        name=record.name,
+        prefix=record.prefix,
+        owner_email=owner.email,
+        created_at=record.created_at,
+        last_used_at=record.last_used_at,
+        expires_at=record.expires_at,
+        revoked_at=record.revoked_at,
+    )
+
+
+def revoke_token_by_id(session: Session, principal: Principal, token_id: str) -> None:
+    """An HR manager revokes any token of their account; it stops working at once."""
+    account_id = principal.writable_account()
+    record = session.get(ApiToken, token_id)
+    if record is None or record.account_id != account_id:
+        raise NotFound("token not found")
     record.revoked_at = record.revoked_at or utcnow()
 
 
@@ -170,12 +303,16 @@ def principal_of(session: Session, user_id: str, account_id: str | None) -> Prin
 
 
 def principal_for_token(session: Session, token: str) -> Principal | None:
-    """The principal a bearer token stands for, or None when unknown or revoked."""
+    """The principal a bearer token stands for, or None when unknown or revoked; raises
+    TokenExpired past its expiry (a token without one, which migration 0004 leaves none of,
+    counts as expired)."""
     record = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_api_token(token)))
     if record is None or record.revoked_at is not None:
         return None
-    principal = principal_of(session, record.user_id, record.account_id)
     now = utcnow()
+    if record.expires_at is None or record.expires_at <= now:
+        raise TokenExpired("the token has expired")
+    principal = principal_of(session, record.user_id, record.account_id)
     if principal is not None and (
         record.last_used_at is None or (now - record.last_used_at).total_seconds() > 60
     ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +47,9 @@ def _file_error(message: str) -> ValidationFailed:
     return ValidationFailed([FieldError("file", message)])
 
 
-def parse_csv(content: bytes) -> list[tuple[int, dict[str, str]]]:
-    """Rows as (line, {column: value}); an unreadable file raises ``ValidationFailed``."""
+def iter_rows(content: bytes) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows as (line, {column: value}), read lazily; an unreadable file raises
+    ``ValidationFailed`` (a bad header on the first row asked for, a bad row when reached)."""
     if len(content) > MAX_BYTES:
         raise _file_error(f"file is larger than {MAX_BYTES // (1024 * 1024)} MB")
     try:
@@ -74,22 +76,30 @@ def parse_csv(content: bytes) -> list[tuple[int, dict[str, str]]]:
             raise _file_error("missing required columns: " + ", ".join(missing))
         if len(set(header)) != len(header):
             raise _file_error("a column is named twice in the header")
-        rows: list[tuple[int, dict[str, str]]] = []
+        count = 0
         for values in reader:
             if not any(v.strip() for v in values):
                 continue
-            if len(rows) >= MAX_ROWS:
+            if count >= MAX_ROWS:
                 raise _file_error(f"file has more than {MAX_ROWS} rows; split it")
+            count += 1
             line = reader.line_num
             if len(values) != len(header):
-                rows.append(
-                    (line, {"__width__": f"{len(values)} values for {len(header)} columns"})
-                )
+                yield line, {"__width__": f"{len(values)} values for {len(header)} columns"}
                 continue
-            rows.append((line, dict(zip(header, values, strict=True))))
+            yield line, dict(zip(header, values, strict=True))
     except csv.Error as exc:
         raise _file_error(f"line {reader.line_num}: {exc}") from exc
-    return rows
+
+
+def parse_csv(content: bytes) -> list[tuple[int, dict[str, str]]]:
+    """All rows as (line, {column: value}); an unreadable file raises ``ValidationFailed``."""
+    return list(iter_rows(content))
+
+
+def count_rows(content: bytes) -> int:
+    """Check the whole file without keeping its rows; an unreadable file raises."""
+    return sum(1 for _ in iter_rows(content))
 
 
 def _row_input(values: dict[str, str]) -> dict[str, Any]:
@@ -113,19 +123,22 @@ def pydantic_field_errors(exc: ValidationError) -> list[FieldError]:
     return out
 
 
-def import_employees(
+def import_rows(
     session: Session,
     principal: Principal | None,
     account_id: str,
-    content: bytes,
+    rows: Iterable[tuple[int, dict[str, str]]],
     *,
     dry_run: bool,
+    seen: set[str] | None = None,
 ) -> ImportReport:
-    """Hire every valid row (each in a savepoint); report the others. A dry run writes nothing."""
-    rows = parse_csv(content)
+    """Hire every valid row (each in a savepoint); report the others. A dry run writes nothing.
+
+    ``seen``: the employee numbers a dry run already accepted in earlier chunks of the same file
+    (a real import finds them in the database)."""
     report = ImportReport(dry_run=dry_run)
     account = employees._account(session, account_id)
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     for line, values in rows:
         number = values.get("employee_number", "").strip() or None
         if "__width__" in values:
@@ -150,3 +163,16 @@ def import_employees(
         except ValidationFailed as exc:
             report.rejected.append(RejectedRow(line, number, exc.errors))
     return report
+
+
+def import_employees(
+    session: Session,
+    principal: Principal | None,
+    account_id: str,
+    content: bytes,
+    *,
+    dry_run: bool,
+) -> ImportReport:
+    """The whole file in the caller's transaction (small files; large ones go through
+    ``lmsync.hr.imports`` in chunks)."""
+    return import_rows(session, principal, account_id, parse_csv(content), dry_run=dry_run)

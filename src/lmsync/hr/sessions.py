@@ -59,7 +59,9 @@ def login(session: Session, email: str, password: str, ip: str) -> BrowserSessio
             "too many failed sign-in attempts; wait 15 minutes or ask an administrator"
         )
     user = session.scalar(select(User).where(User.email_key == email_key))
-    if user is None or not user.password_hash or not verify_password(user.password_hash, password):
+    # Always one argon2 verification, also for an unknown email or a login without a password:
+    # otherwise the time taken tells whether an email has a login.
+    if not verify_password(user.password_hash if user else None, password) or user is None:
         raise LoginRefused("wrong email or password")
     session.execute(delete(LoginFailure).where(LoginFailure.email_key == email_key))
     membership = session.scalars(

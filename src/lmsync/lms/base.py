@@ -14,7 +14,14 @@ from lmsync.sync.rules import RemoteUser
 
 
 class LmsError(Exception):
-    """Base error: a readable message, the offending payload (never secrets), the chained cause."""
+    """Base error: a readable message, the offending payload (never secrets), the chained cause.
+
+    ``message`` is shown to people and kept (findings, run outcomes, LMS states, logs): a
+    connector makes it with ``remote_text.RemoteText``, so it never holds the credentials nor a
+    body the LMS answered. ``payload`` is what we sent (for code only: never put in a message, a
+    response or a log). The chained cause never holds our request: the SCIM connector chains a
+    stand-in without it (httpx keeps the request, and its headers, on its exceptions).
+    """
 
     def __init__(self, message: str, payload: Any = None) -> None:
         super().__init__(message)

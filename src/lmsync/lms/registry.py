@@ -1,17 +1,25 @@
-"""The one wiring point from an account's LMS interface configuration to a connector."""
+"""The one wiring point from an account's LMS interface configuration to a connector.
+
+Connectors are built under the operator's host policy (``host_policy``): their transport checks
+every request's host, and they follow no redirect.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from lmsync.lms.base import Connector, MisconfiguredError
+from lmsync.lms.host_policy import HostPolicy, PolicyTransport
 from lmsync.lms.scim import (
     DEFAULT_EXTENSION_ATTRIBUTES,
     DEFAULT_EXTENSION_URN,
     ScimConnector,
     ScimSettings,
 )
+from lmsync.settings import Settings
 from lmsync.storage.tables import LmsInterface
 
 ConnectorFactory = Callable[[LmsInterface, "str | None", bool], Connector]
@@ -38,10 +46,38 @@ def scim_settings(interface: LmsInterface, secret: str | None) -> ScimSettings:
     )
 
 
+class Connectors:
+    """A ``ConnectorFactory`` whose connectors may only reach the hosts ``policy`` allows."""
+
+    def __init__(self, policy: HostPolicy) -> None:
+        self.policy = policy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Connectors:
+        return cls(HostPolicy.from_settings(settings))
+
+    def __call__(self, interface: LmsInterface, secret: str | None, dry_run: bool) -> Connector:
+        """A connector for ``interface``; ``dry_run`` makes its transport refuse every write."""
+        if not interface.base_url:
+            raise MisconfiguredError("the LMS interface has no URL")
+        self.policy.check_url(interface.base_url)
+        if interface.connector == "scim":
+            transport = PolicyTransport(httpx.HTTPTransport(retries=0), self.policy)
+            return ScimConnector(
+                scim_settings(interface, secret), dry_run=dry_run, transport=transport
+            )
+        raise MisconfiguredError(f"unknown connector {interface.connector!r}")
+
+
 def build_connector(interface: LmsInterface, secret: str | None, dry_run: bool) -> Connector:
-    """A connector for ``interface``; ``dry_run`` makes its transport refuse every write."""
-    if not interface.base_url:
-        raise MisconfiguredError("the LMS interface has no URL")
-    if interface.connector == "scim":
-        return ScimConnector(scim_settings(interface, secret), dry_run=dry_run)
-    raise MisconfiguredError(f"unknown connector {interface.connector!r}")
+    """A connector under the host policy of the environment's settings (``LMSYNC_*``); the app
+    builds its ``Connectors`` from the settings it was given instead."""
+    return Connectors.from_settings(Settings())(interface, secret, dry_run)
+
+
+def host_policy_of(factory: ConnectorFactory) -> HostPolicy:
+    """The host policy ``factory`` enforces; the environment's for any other factory (e.g. the
+    fakes of the tests), so that saving an interface is checked all the same."""
+    if isinstance(factory, Connectors):
+        return factory.policy
+    return HostPolicy.from_settings(Settings())

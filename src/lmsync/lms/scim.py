@@ -2,7 +2,9 @@
 
 Requests are built by pure functions (``user_resource``, ``patch_operations``) and sent by
 ``ScimConnector._request``, the one place where HTTP statuses become typed errors. scim2-models
-reads the server's discovery documents in ``test()``.
+reads the server's discovery documents in ``test()``. Every error message is made by
+``remote_text.RemoteText``: what the server answered is quoted only as a sanitized SCIM error
+detail, never as a body, and never with the credentials.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from lmsync.lms.base import (
     TransientError,
     UserPage,
 )
+from lmsync.lms.remote_text import RemoteText
 from lmsync.sync.rules import RemoteUser
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -94,18 +97,6 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200].strip() or response.reason_phrase
-    if isinstance(body, dict):
-        detail = body.get("detail") or body.get("message") or body.get("scimType")
-        if detail:
-            return str(detail)[:500]
-    return response.reason_phrase
-
-
 class ScimConnector:
     """One SCIM server. Thread-safe: the engine calls it from several worker threads."""
 
@@ -117,6 +108,7 @@ class ScimConnector:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.settings = settings
+        self._text = RemoteText(settings.secret, settings.username)
         inner = transport or httpx.HTTPTransport(retries=0)
         headers = {"Accept": SCIM_JSON, "Content-Type": SCIM_JSON}
         auth: httpx.Auth | None = None
@@ -132,6 +124,8 @@ class ScimConnector:
             auth=auth,
             timeout=settings.timeout,
             transport=DryRunGuard(inner) if dry_run else inner,
+            # A redirect could lead anywhere (a host the policy would refuse): never followed.
+            follow_redirects=False,
             # Up to the highest max_concurrency an interface may set.
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
@@ -153,44 +147,56 @@ class ScimConnector:
         self.requests += 1
         try:
             response = self._http.request(method, path, json=json, params=params)
-        except DryRunWriteError:
+        except LmsError:  # the transport's own refusals: dry run, host policy
             raise
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"{method} {path}: the LMS did not answer in time") from exc
-        except httpx.TransportError as exc:
-            raise TransientError(f"{method} {path}: cannot reach the LMS ({exc})") from exc
+        except httpx.RequestError as exc:
+            message = self._text.clean(f"{method} {path}: {self._text.transport(exc)}")
+            raise TransientError(message) from self._text.cause(exc)
         status = response.status_code
         if status in ok:
             return response
-        detail = _detail(response)
-        where = f"{method} {path}: {status}"
+        where = f"{method} {path}"
+        described = self._text.response(response)
         if status == 429 or status >= 500:
-            raise TransientError(f"{where} {detail}", retry_after=_retry_after(response))
+            raise TransientError(
+                self._text.clean(f"{where}: {described}"), retry_after=_retry_after(response)
+            )
+        if 300 <= status < 400:
+            raise MisconfiguredError(
+                self._text.clean(
+                    f"{where}: {described}: the LMS redirects elsewhere, which lmsync does not "
+                    "follow; set the interface's URL to the final address"
+                )
+            )
         if status in (401, 403):
-            raise MisconfiguredError(f"{where}: the LMS refused the credentials ({detail})")
+            raise MisconfiguredError(
+                self._text.clean(f"{where}: the LMS refused the credentials ({described})")
+            )
         if status == 404:
-            raise NotFoundError(f"{where} {detail}")
+            raise NotFoundError(self._text.clean(f"{where}: {described}"))
         if status == 409:
-            raise AlreadyExistsError(f"{where} {detail}", payload=json)
-        raise RejectedError(f"the LMS refused the data: {detail}", payload=json)
+            raise AlreadyExistsError(self._text.clean(f"{where}: {described}"), payload=json)
+        raise RejectedError(
+            self._text.clean(f"the LMS refused the data: {described}"), payload=json
+        )
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
+        path = response.request.url.path
         try:
             body = response.json()
-        except ValueError as exc:
+        except ValueError:
+            # Not chained: the decoding error holds the whole body (``doc``).
             raise MisconfiguredError(
-                f"{response.request.url.path}: the answer is not JSON; is this a SCIM endpoint?"
-            ) from exc
+                self._text.clean(f"{path}: {self._text.not_json(response)}")
+            ) from None
         if not isinstance(body, dict):
-            raise MisconfiguredError(f"{response.request.url.path}: unexpected answer")
+            raise MisconfiguredError(self._text.clean(f"{path}: unexpected answer (not an object)"))
         return body
 
     # -- reading ----------------------------------------------------------------------------------
     def _search(self, filter_: str) -> list[dict[str, Any]]:
         params = {"filter": filter_, "count": self.settings.page_size}
-        body = self._json(self._request("GET", "/Users", params=params))
-        resources = body.get("Resources") or []
-        return [r for r in resources if isinstance(r, dict)]
+        return _resources(self._json(self._request("GET", "/Users", params=params)))
 
     def find_by_email(self, email: str) -> list[RemoteUser]:
         key = email.strip().casefold()
@@ -216,8 +222,14 @@ class ScimConnector:
     def list_page(self, start_index: int, count: int) -> UserPage:
         params = {"startIndex": start_index, "count": count}
         body = self._json(self._request("GET", "/Users", params=params))
-        resources = [r for r in body.get("Resources") or [] if isinstance(r, dict)]
-        total = int(body.get("totalResults", len(resources)))
+        resources = _resources(body)
+        try:
+            total = int(body.get("totalResults", len(resources)))
+        except (TypeError, ValueError):
+            # Not chained: int()'s error quotes the value.
+            raise MisconfiguredError(
+                self._text.clean("/Users: totalResults is not a number")
+            ) from None
         return UserPage(users=[self.from_resource(r) for r in resources], total=total)
 
     def get(self, user_id: str) -> RemoteUser:
@@ -261,8 +273,8 @@ class ScimConnector:
             filtering = bool(config.filter and config.filter.supported)
         except ValidationError:
             report.add("warning", "ServiceProviderConfig does not follow RFC 7643 §5")
-            patch = bool((config_body.get("patch") or {}).get("supported"))
-            filtering = bool((config_body.get("filter") or {}).get("supported"))
+            patch = _supported(config_body, "patch")
+            filtering = _supported(config_body, "filter")
         report.add("ok", "the server answers as a SCIM 2.0 service provider")
         if not patch and self.settings.use_patch:
             report.add("error", "the server does not support PATCH: switch the interface to PUT")
@@ -290,19 +302,11 @@ class ScimConnector:
             report.add("warning", f"cannot read the schemas: {exc.message}")
             return
         published = {
-            str(s.get("id")): {str(a.get("name")) for a in s.get("attributes") or []}
-            for s in schemas.get("Resources") or []
-            if isinstance(s, dict)
+            str(s.get("id")): {str(a.get("name")) for a in _dicts(s.get("attributes"))}
+            for s in _resources(schemas)
         }
-        user_type = next(
-            (
-                t
-                for t in types.get("Resources") or []
-                if isinstance(t, dict) and t.get("name") == "User"
-            ),
-            {},
-        )
-        extensions = {str(e.get("schema")) for e in user_type.get("schemaExtensions") or []}
+        user_type = next((t for t in _resources(types) if t.get("name") == "User"), {})
+        extensions = {str(e.get("schema")) for e in _dicts(user_type.get("schemaExtensions"))}
         if CORE_USER not in published:
             report.add("error", "the server does not publish the core User schema")
         if ENTERPRISE_USER not in extensions:
@@ -325,18 +329,39 @@ class ScimConnector:
     def from_resource(self, resource: Mapping[str, Any]) -> RemoteUser:
         user_id = resource.get("id")
         if not isinstance(user_id, str) or not user_id:
-            raise RejectedError("the LMS returned a user without id", payload=None)
-        keys = _all_email_keys(resource)
-        primary = _primary_email(resource)
+            raise RejectedError(self._text.clean("the LMS returned a user without id"))
+        try:
+            keys = _all_email_keys(resource)
+            primary = _primary_email(resource)
+            fields = neutral_fields(self.settings, resource)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            # Not chained: these errors may quote what the server sent.
+            raise RejectedError(
+                self._text.clean("the LMS returned a user that does not follow RFC 7643")
+            ) from None
         return RemoteUser(
             id=user_id,
             active=resource.get("active") is not False,
             email_key=primary.strip().casefold() if primary else (keys[0] if keys else None),
-            fields=neutral_fields(self.settings, resource),
+            fields=fields,
         )
 
 
 # -- pure request building and reading ---------------------------------------------------------
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a JSON array (nothing when ``value`` is not one)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _resources(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return _dicts(body.get("Resources"))
+
+
+def _supported(config: Mapping[str, Any], feature: str) -> bool:
+    value = config.get(feature)
+    return isinstance(value, dict) and bool(value.get("supported"))
 
 
 def _primary_email(resource: Mapping[str, Any]) -> str | None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+import structlog
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+log = structlog.get_logger("lmsync.storage")
 
 
 def _json_dumps(value: Any) -> str:
@@ -19,6 +25,36 @@ def _json_dumps(value: Any) -> str:
 _JSON = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Make the SQLite file readable by its owner only (0600) before SQLite opens it.
+
+    It holds personal data and password hashes. SQLite creates its -wal, -shm and -journal
+    files with the database file's own permissions, so they follow. A file wider than 0600
+    (one made before this rule) is narrowed, with a warning.
+    """
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    if parsed.query.get("uri") or parsed.query.get("mode") == "memory":
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        return  # SQLite reports the missing directory when it connects
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        file = path.with_name(path.name + suffix)
+        try:
+            if stat.S_IMODE(file.stat().st_mode) & 0o077:
+                file.chmod(0o600)
+                log.warning("narrowed a database file to mode 0600", path=str(file))
+        except FileNotFoundError:
+            continue
+        except PermissionError:  # another user's file: say so, SQLite decides whether it opens
+            log.warning("database file is accessible to other users; chmod 600 it", path=str(file))
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout."""
     if url.startswith("postgres://"):
@@ -26,6 +62,7 @@ def make_engine(url: str) -> Engine:
     elif url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **_JSON
         )

@@ -279,7 +279,7 @@ class LmsState(Base):
         String(36), ForeignKey("accounts.id", ondelete="CASCADE")
     )
     action: Mapped[str] = mapped_column(String(16))
-    outcome: Mapped[str] = mapped_column(String(16))  # ok | skipped | conflict | error | pending
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | skipped | conflict | error | held
     reason: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -331,7 +331,7 @@ class SyncOutcome(Base):
     account_id: Mapped[str] = mapped_column(String(36))
     employee_id: Mapped[str] = mapped_column(String(36))
     action: Mapped[str] = mapped_column(String(16))
-    outcome: Mapped[str] = mapped_column(String(16))  # done | planned | failed | none
+    outcome: Mapped[str] = mapped_column(String(16))  # done | planned | failed | none | held
     reason: Mapped[str] = mapped_column(Text, default="")
     lms_user_id: Mapped[str | None] = mapped_column(String(200))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -8,13 +8,13 @@ concurrency and records links, per-employee states and the run's outcomes in bat
 
 from __future__ import annotations
 
-import math
+import contextlib
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -42,7 +42,9 @@ from lmsync.lms.base import (
 from lmsync.lms.registry import ConnectorFactory, build_connector
 from lmsync.security import SecretBox
 from lmsync.storage.tables import Account, Employee, LmsInterface, LmsState, SyncRun, utcnow
-from lmsync.sync import rules, snapshot
+from lmsync.sync import guard, lease, rules, snapshot
+from lmsync.sync.guard import GuardDecision, GuardSettings
+from lmsync.sync.lease import Claim, LeaseLost
 from lmsync.sync.mapping import create_only_fields, desired_fields
 from lmsync.sync.recording import Planned, Result, record_batch, record_plan
 from lmsync.sync.rules import Action, EmployeeView, Kind, LinkView, RemoteUser, Scope
@@ -69,6 +71,10 @@ class SyncBusy(Conflict):
     """Another sync of the same account is running."""
 
 
+class RunTakenOver(Conflict):
+    """A queued run was started, ended or taken over by another server meanwhile."""
+
+
 @dataclass
 class RunOptions:
     trigger: str  # hourly | manual | change | activation | approval
@@ -79,6 +85,24 @@ class RunOptions:
     activating: bool = False  # the first activation: the interface counts as active
     actor_user_id: str | None = None
     run_id: str | None = None  # a run row created beforehand (status "queued")
+
+    _STORED = ("employee_ids", "approved", "activating", "actor_user_id")
+
+    def stored(self) -> dict[str, Any]:
+        """What the run row keeps of the options, so another server can carry a queued run
+        out (trigger, full and dry run have columns of their own)."""
+        return {name: getattr(self, name) for name in self._STORED}
+
+    @classmethod
+    def from_run(cls, run: SyncRun) -> RunOptions:
+        stored = run.options or {}
+        return cls(
+            trigger=run.trigger,
+            dry_run=run.dry_run,
+            full=run.full,
+            run_id=run.id,
+            **{name: stored[name] for name in cls._STORED if name in stored},
+        )
 
 
 @dataclass
@@ -142,47 +166,7 @@ class SyncEngine:
         self.retry_attempts = retry_attempts
         self.owner = owner or uuid.uuid4().hex
         self.lock_lease = lock_lease
-
-    # -- locking -------------------------------------------------------------------------------
-    def _acquire(self, account_id: str) -> bool:
-        now = utcnow()
-        with self.sessions() as session, session.begin():
-            result = session.execute(
-                update(LmsInterface)
-                .where(
-                    LmsInterface.account_id == account_id,
-                    (LmsInterface.lock_owner.is_(None)) | (LmsInterface.lock_until < now),
-                )
-                .values(lock_owner=self.owner, lock_until=now + self.lock_lease)
-            )
-            return bool(getattr(result, "rowcount", 0))
-
-    def _renew(self, account_id: str, stop: threading.Event) -> None:
-        """Keep the lease while the run lives; a crashed process loses it within one lease."""
-        while not stop.wait(self.lock_lease.total_seconds() / 3):
-            try:
-                self._extend(account_id)
-            except Exception:  # a database hiccup: try again at the next tick, within the lease
-                log.warning("sync lease renewal failed", account_id=account_id, exc_info=True)
-
-    def _extend(self, account_id: str) -> None:
-        with self.sessions() as session, session.begin():
-            session.execute(
-                update(LmsInterface)
-                .where(
-                    LmsInterface.account_id == account_id,
-                    LmsInterface.lock_owner == self.owner,
-                )
-                .values(lock_until=utcnow() + self.lock_lease)
-            )
-
-    def _release(self, account_id: str) -> None:
-        with self.sessions() as session, session.begin():
-            session.execute(
-                update(LmsInterface)
-                .where(LmsInterface.account_id == account_id, LmsInterface.lock_owner == self.owner)
-                .values(lock_owner=None, lock_until=None)
-            )
+        self._claims_by_run: dict[str, Claim] = {}  # the runs this engine carries out now
 
     def connector_for(self, interface: LmsInterface, *, dry_run: bool) -> Connector:
         secret = (
@@ -194,20 +178,27 @@ class SyncEngine:
     def run(self, account_id: str, options: RunOptions) -> RunSummary:
         """Run the rules for ``account_id``. Raises ``SyncBusy`` when a sync already runs."""
         if options.dry_run:
-            return self._run(account_id, options)
-        if not self._acquire(account_id):
+            return self._run(account_id, options, None)
+        claim = lease.acquire(self.sessions, account_id, self.owner, self.lock_lease)
+        if claim is None:
             raise SyncBusy("a sync of this account is already running")
         stop = threading.Event()
-        renewer = threading.Thread(target=self._renew, args=(account_id, stop), daemon=True)
+        renewer = threading.Thread(
+            target=lease.keep_renewed, args=(self.sessions, claim, stop), daemon=True
+        )
         renewer.start()
         try:
-            return self._run(account_id, options)
+            return self._run(account_id, options, claim)
         finally:
             stop.set()
             renewer.join()
-            self._release(account_id)
+            if claim.run_id is not None:
+                self._claims_by_run.pop(claim.run_id, None)
+            lease.release(self.sessions, claim)
 
-    def _start_run(self, session: Session, account_id: str, options: RunOptions) -> SyncRun:
+    def _start_run(
+        self, session: Session, account_id: str, options: RunOptions, claim: Claim | None
+    ) -> SyncRun:
         run = session.get(SyncRun, options.run_id) if options.run_id else None
         if run is None:
             run = SyncRun(
@@ -216,20 +207,29 @@ class SyncEngine:
                 trigger=options.trigger,
                 dry_run=options.dry_run,
                 full=options.full,
+                options=options.stored(),
             )
             session.add(run)
+        elif run.status != "queued":
+            # Taken over (interrupted, or run by another server) while this one waited.
+            raise RunTakenOver(f"this run is {run.status}, not queued any more")
         run.status = "running"
         run.started_at = utcnow()
+        if claim is not None:
+            run.owner, run.fence, run.heartbeat_at = claim.owner, claim.fence, utcnow()
         return run
 
-    def _run(self, account_id: str, options: RunOptions) -> RunSummary:
+    def _run(self, account_id: str, options: RunOptions, claim: Claim | None) -> RunSummary:
         with self.sessions() as session, session.begin():
             account = session.get(Account, account_id)
             interface = session.get(LmsInterface, account_id)
             if account is None or interface is None:
                 raise NotFound("this account has no LMS interface")
-            run = self._start_run(session, account_id, options)
+            run = self._start_run(session, account_id, options, claim)
             run_id = run.id
+            if claim is not None:
+                claim.run_id = run_id
+                self._claims_by_run[run_id] = claim
             if options.activating and not options.dry_run:
                 # Active only from here, under the account's lock: the worker (which looks at
                 # active interfaces only) cannot slip a change run in before the activation.
@@ -242,7 +242,11 @@ class SyncEngine:
                 sync_users=interface.sync_users,
                 deactivate_terminated=interface.deactivate_terminated,
             )
-            guard = (interface.guard_percent, interface.guard_minimum)
+            guard = GuardSettings(
+                interface.guard_percent,
+                interface.guard_minimum,
+                timedelta(minutes=interface.guard_window_minutes or 60),
+            )
             concurrency = int((interface.options or {}).get("max_concurrency", self.concurrency))
             session.expunge(account)
             session.expunge(interface)
@@ -256,13 +260,18 @@ class SyncEngine:
             return self._run_with(
                 connector, account, scope, guard, run_id, options, bound, concurrency
             )
+        except LeaseLost as exc:
+            # Another server holds the account now: record nothing more, only say so.
+            bound.warning("sync stopped", reason=exc.message)
+            return self._interrupted(run_id, exc.message)
         except MisconfiguredError as exc:
             bound.warning("sync failed", error=exc.message)
             return self._finish(run_id, "failed", None, exc.message)
         except Exception as exc:
             # The batches recorded so far stay; the run says it stopped instead of "running".
             bound.exception("sync failed")
-            self._finish(run_id, "failed", None, f"internal error ({type(exc).__name__})")
+            with contextlib.suppress(LeaseLost):
+                self._finish(run_id, "failed", None, f"internal error ({type(exc).__name__})")
             raise
         finally:
             connector.close()
@@ -272,7 +281,7 @@ class SyncEngine:
         connector: Connector,
         account: Account,
         scope: Scope,
-        guard: tuple[int, int],
+        guard: GuardSettings,
         run_id: str,
         options: RunOptions,
         bound: Any,
@@ -280,41 +289,78 @@ class SyncEngine:
     ) -> RunSummary:
         now = utcnow()
         with self.sessions() as session:
-            planned, linked_total = self._load(session, account, scope, options, now)
+            planned = self._load(session, account, scope, options, now)
         remote_all: dict[str, RemoteUser] | None = None
         unlinked = [p for p in planned if p.action.kind == Kind.CORRELATE]
         if options.full or len(unlinked) > LIST_ALL_THRESHOLD:
             remote_all = self._list_all(connector)
         self._correlate(connector, account.id, planned, scope, remote_all, concurrency)
-        counts = _count(planned)
-        deactivations = counts.get(Kind.DEACTIVATE.value, 0)
-        threshold = max(guard[1], math.ceil(linked_total * guard[0] / 100))
-        if not options.dry_run and not options.approved and deactivations > threshold:
-            message = (
-                f"{deactivations} deactivations planned, above the safety threshold of "
-                f"{threshold}: waiting for an HR manager's approval"
-            )
-            self._record_plan(run_id, account.id, planned, "held")
-            bound.warning("sync held by the deactivation guard", deactivations=deactivations)
-            return self._finish(run_id, "held", counts, message)
         if options.dry_run:
             self._record_plan(run_id, account.id, planned, "planned")
-            return self._finish(run_id, "succeeded", counts, None)
-        self._execute(connector, account, planned, run_id, now, concurrency)
+            return self._finish(run_id, "succeeded", _count(planned), None)
+        decision = None
+        if not options.approved:
+            decision = self._guard(run_id, account.id, planned, guard, now)
+        held = decision is not None and decision.hold
+        self._execute(connector, account, planned, run_id, now, concurrency, hold=held)
         with self.sessions() as session, session.begin():
+            self._fence(session, run_id)
             run = session.get_one(SyncRun, run_id)
             final = dict(run.counts or {})
             if options.full:
                 interface = session.get_one(LmsInterface, account.id)
                 interface.last_full_pass_at = now
         bound.info("sync finished", **final)
+        if decision is not None and decision.hold:
+            bound.warning("deactivations held by the guard", held=final.get("held", 0))
+            if decision.join is None:
+                return self._finish(run_id, "held", final, decision.message)
         failed = final.get("failed", 0)
-        return self._finish(run_id, "succeeded" if not failed else "partial", final, None)
+        message = decision.message if decision is not None and decision.join else None
+        return self._finish(run_id, "succeeded" if not failed else "partial", final, message)
+
+    def _guard(
+        self,
+        run_id: str,
+        account_id: str,
+        planned: list[Planned],
+        settings: GuardSettings,
+        now: datetime,
+    ) -> GuardDecision | None:
+        """Decide whether this run's deactivations may go through (see ``guard``); when they
+        join a held run, add them to its held set now, so that its approval covers them."""
+        deactivating = [p for p in planned if p.action.kind == Kind.DEACTIVATE]
+        if not deactivating:
+            return None
+        with self.sessions() as session, session.begin():
+            window = guard.read_window(session, account_id, now - settings.window)
+            decision = guard.decide(settings, window, len(deactivating))
+            if decision.join is None:
+                return decision
+            already = set(guard.held_employee_ids(session, decision.join))
+            joining = [p for p in deactivating if p.employee.id not in already]
+            counts = session.scalar(
+                select(SyncRun.counts).where(SyncRun.id == decision.join).with_for_update()
+            )
+            merged = dict(counts or {})
+            merged["held"] = merged.get("held", 0) + len(joining)
+            # Conditional: the hold may have been approved or rejected meanwhile.
+            joined = session.execute(
+                update(SyncRun)
+                .where(SyncRun.id == decision.join, SyncRun.status == "held")
+                .values(counts=merged)
+            )
+            if getattr(joined, "rowcount", 0):
+                record_plan(session.connection(), decision.join, account_id, joining, "held", now)
+                return decision
+        # The hold was decided meanwhile: decide again without it.
+        window = replace(window, open_hold=None)
+        return guard.decide(settings, window, len(deactivating))
 
     def _load(
         self, session: Session, account: Account, scope: Scope, options: RunOptions, now: datetime
-    ) -> tuple[list[Planned], int]:
-        """The employees this run looks at, with their links and states; the number of links.
+    ) -> list[Planned]:
+        """The employees this run looks at, with their links and states.
 
         An incremental run reads only the due employees' rows, so its cost does not grow with
         the size of the account."""
@@ -328,7 +374,6 @@ class SyncEngine:
             employees = [e for e in employees if _ready(e, states.get(e.id), now)]
             ids = [e.id for e in employees]
         links = snapshot.by_employee(session, LinkRecord, account.id, ids)
-        linked_total = snapshot.linked_total(session, account.id)
         keys = {e.work_email_key for e in employees if e.work_email_key}
         among = keys if not options.full and len(keys) <= 500 else None
         shared = snapshot.shared_email_keys(session, account.id, among)
@@ -355,7 +400,7 @@ class SyncEngine:
                 )
                 action = rules.decide(view, link_view, scope)
             planned.append(Planned(employee, view, link, states.get(employee.id), action))
-        return planned, linked_total
+        return planned
 
     def _list_all(self, connector: Connector) -> dict[str, RemoteUser]:
         users: dict[str, RemoteUser] = {}
@@ -459,21 +504,34 @@ class SyncEngine:
         run_id: str,
         now: datetime,
         concurrency: int,
+        *,
+        hold: bool = False,
     ) -> None:
-        """Carry the writes out on the worker threads; record the results in plan order."""
+        """Carry the writes out on the worker threads; record the results in plan order.
+        ``hold``: the deactivations wait for approval instead (recorded as held)."""
         create_only = create_only_fields(account, now)
         results: list[Result | None] = [
-            None if item.action.writes else _no_write(item) for item in planned
+            _held(item)
+            if hold and item.action.kind == Kind.DEACTIVATE
+            else None
+            if item.action.writes
+            else _no_write(item)
+            for item in planned
         ]
         writes = [index for index, result in enumerate(results) if result is None]
         size = max(1, min(MAX_CHUNK, len(writes) // (concurrency * 4)))
         chunks = [writes[start : start + size] for start in range(0, len(writes), size)]
+        claim = self._claims_by_run.get(run_id)
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             jobs = [
                 (
                     chunk,
                     pool.submit(
-                        self._apply_all, connector, [planned[i] for i in chunk], create_only
+                        self._apply_all,
+                        connector,
+                        [planned[i] for i in chunk],
+                        create_only,
+                        claim,
                     ),
                 )
                 for chunk in chunks
@@ -514,9 +572,18 @@ class SyncEngine:
         self._record(run_id, account_id, pending, done, total)
 
     def _apply_all(
-        self, connector: Connector, items: list[Planned], create_only: Mapping[str, Any]
+        self,
+        connector: Connector,
+        items: list[Planned],
+        create_only: Mapping[str, Any],
+        claim: Claim | None,
     ) -> list[Result]:
-        return [self._apply(connector, item, create_only) for item in items]
+        results = []
+        for item in items:
+            if claim is not None:
+                claim.check()  # a server that lost the account's lock writes nothing more
+            results.append(self._apply(connector, item, create_only))
+        return results
 
     def _apply(self, connector: Connector, item: Planned, create_only: Mapping[str, Any]) -> Result:
         action = item.action
@@ -692,11 +759,19 @@ class SyncEngine:
         )
 
     # -- recording ---------------------------------------------------------------------------------
+    def _fence(self, session: Session, run_id: str) -> None:
+        """Before recording: the run's claim on the account still holds (``LeaseLost``
+        otherwise), renewed inside this transaction. Dry runs hold no claim."""
+        claim = self._claims_by_run.get(run_id)
+        if claim is not None:
+            claim.renew(session.connection())
+
     def _record(
         self, run_id: str, account_id: str, results: list[Result], done: int, total: int
     ) -> None:
         """Keep one batch of results (see ``recording``): one transaction, a few statements."""
         with self.sessions() as session, session.begin():
+            self._fence(session, run_id)
             record_batch(session.connection(), run_id, account_id, results, done, total, utcnow())
 
     def _record_plan(
@@ -705,14 +780,30 @@ class SyncEngine:
         now = utcnow()
         for start in range(0, len(planned), 1000):
             with self.sessions() as session, session.begin():
+                self._fence(session, run_id)
                 chunk = planned[start : start + 1000]
                 record_plan(session.connection(), run_id, account_id, chunk, outcome, now)
+
+    def _interrupted(self, run_id: str, message: str) -> RunSummary:
+        """End a run this server can no longer carry out (its own row only, if still ours)."""
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(SyncRun)
+                .where(
+                    SyncRun.id == run_id,
+                    SyncRun.status == "running",
+                    SyncRun.owner == self.owner,
+                )
+                .values(status="interrupted", message=message, finished_at=utcnow())
+            )
+        return RunSummary(run_id=run_id, status="interrupted", message=message)
 
     def _finish(
         self, run_id: str, status: str, counts: Mapping[str, int] | None, message: str | None
     ) -> RunSummary:
         """End the run; ``counts`` None keeps what the recorded batches counted."""
         with self.sessions() as session, session.begin():
+            self._fence(session, run_id)
             run = session.get_one(SyncRun, run_id)
             run.status = status
             if counts is not None:
@@ -731,6 +822,17 @@ def _ready(employee: EmployeeRecord, state: StateRecord | None, now: datetime) -
         return False
     return not (
         state.rejected_record_at is not None and employee.updated_at <= state.rejected_record_at
+    )
+
+
+def _held(item: Planned) -> Result:
+    """A deactivation the guard holds until an HR manager approves it."""
+    return Result(
+        item,
+        "held",
+        "deactivate",
+        "waiting for an HR manager's approval (too many deactivations at once)",
+        lms_user_id=item.action.lms_user_id,
     )
 
 

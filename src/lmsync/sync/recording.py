@@ -53,7 +53,7 @@ class Result:
     """What carrying out a planned action gave."""
 
     planned: Planned
-    outcome: str  # done | failed | none
+    outcome: str  # done | failed | none | held
     action: str
     reason: str = ""
     lms_user_id: str | None = None
@@ -269,7 +269,13 @@ def _state_change(
         "next_attempt_at": None,
         "rejected_record_at": None,
     }
-    if result.outcome == "failed":
+    if result.outcome == "held":
+        # Waiting for approval: not picked up again by change runs until the record changes
+        # (a rehire, say) or the hold is approved (the approval run names these employees).
+        batch.counts["held"] = batch.counts.get("held", 0) + 1
+        values["outcome"] = "held"
+        values["rejected_record_at"] = item.employee.updated_at
+    elif result.outcome == "failed":
         batch.counts["failed"] = batch.counts.get("failed", 0) + 1
         values["outcome"] = "error"
         values["attempts"] = (state.attempts if state else 0) + 1

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from lmsync.domain.errors import Conflict, NotFound
+from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from lmsync.domain.interface import InterfaceIn
 from lmsync.hr.employees import text_condition
 from lmsync.lms.base import ConnectionReport, LmsError
+from lmsync.lms.host_policy import NOT_ALLOWED
+from lmsync.lms.registry import host_policy_of
 from lmsync.security import SecretBox
 from lmsync.storage.tables import (
     Account,
@@ -33,14 +34,19 @@ from lmsync.storage.tables import (
     SyncRun,
     utcnow,
 )
-from lmsync.sync import rules
-from lmsync.sync.engine import RunOptions, RunSummary, SyncBusy, SyncEngine
+from lmsync.sync import recovery, rules, snapshot
+from lmsync.sync.engine import RunOptions, RunSummary, RunTakenOver, SyncBusy, SyncEngine
+from lmsync.sync.guard import held_employee_ids
 from lmsync.sync.mapping import desired_fields
 from lmsync.sync.worker import SyncWorker, next_full_pass
 
 log = structlog.get_logger("lmsync.sync")
 
-QUEUE_PATIENCE = 120.0  # seconds a queued run waits for the account's lock
+# Runs whose heartbeat is older than RECOVERY_LEASES account leases are ended (running) or taken
+# over (queued); the keeper looks (and renews this server's queued runs) every sixth of a lease.
+RECOVERY_LEASES = 1.5
+
+REJECTED_HOLD = "deactivation rejected by an HR manager; proposed again at the next full pass"
 
 ENABLE_SYNC_FIRST = (
     "user synchronization is not enabled for this account; please contact a product expert"
@@ -54,7 +60,7 @@ def minute_for(account_id: str) -> int:
 
 @dataclass(frozen=True)
 class EmployeeLmsState:
-    state: str  # not_linked | linked | deactivated | skipped | conflict | error | excluded
+    state: str  # not_linked | linked | deactivated | skipped | conflict | error | held | excluded
     made_by: str | None  # created | matched
     lms_user_id: str | None
     lms_active: bool | None
@@ -79,10 +85,52 @@ class SyncService:
         self.worker = worker
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lmsync-run")
         self._closing = threading.Event()
+        self._queued: set[str] = set()  # queued runs in this server's pool (heartbeats)
+        self._queued_lock = threading.Lock()
+        self._keeper: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Recover at once, then keep this server's queued runs alive and sweep for runs whose
+        server is gone, every sixth of a lease (the web app starts this with its worker)."""
+        seconds = self.engine.lock_lease.total_seconds() / 6
+        self._keeper = threading.Thread(
+            target=self._keep, args=(seconds,), name="lmsync-run-keeper", daemon=True
+        )
+        self._keeper.start()
+
+    def _keep(self, seconds: float) -> None:
+        while not self._closing.is_set():
+            try:
+                self.recover()
+            except Exception:  # a database hiccup: the next round tries again
+                log.warning("run recovery failed", exc_info=True)
+            self._closing.wait(seconds)
 
     def close(self) -> None:
         self._closing.set()
+        if self._keeper is not None:
+            self._keeper.join(timeout=30)
         self._pool.shutdown(wait=True)
+
+    def recover(self, now: datetime | None = None) -> recovery.Swept:
+        """One round: heartbeat this server's queued runs, end the runs of servers that are
+        gone, and carry out the queued runs taken over (and the resumed ones)."""
+        now = now or utcnow()
+        owner = self.engine.owner
+        with self._queued_lock:
+            mine = sorted(self._queued)
+        recovery.heartbeat(self.sessions, owner, mine, now)
+        stale = self.engine.lock_lease * RECOVERY_LEASES
+        swept = recovery.sweep(self.sessions, owner, now, stale)
+        for run_id in swept.interrupted:
+            log.warning("run interrupted: its server stopped", run_id=run_id)
+        for run_id in [*swept.resumed, *swept.adopted]:
+            with self.sessions() as session:
+                run = session.get_one(SyncRun, run_id)
+                account_id, options = run.account_id, RunOptions.from_run(run)
+            log.info("carrying out a run taken over", run_id=run_id, account_id=account_id)
+            self._submit(account_id, options)
+        return swept
 
     def changed(self) -> None:
         """An HR change was committed: let the worker look at once."""
@@ -98,12 +146,44 @@ class SyncService:
         return interface
 
     def put_interface(self, session: Session, account_id: str, data: InterfaceIn) -> LmsInterface:
+        """Save the interface. Refused (``ValidationFailed``) when the URL is outside the
+        operator's host policy, or when the stored secret would go to another address or in
+        another way (URL, authentication type, basic user name, API key header) without being
+        entered again. Omitted ``guard_*`` fields keep their stored values."""
+
+        base_url = str(data.base_url).rstrip("/")
         interface = session.get(LmsInterface, account_id)
+        problems: list[FieldError] = []
+        if host_policy_of(self.engine.connector_factory).refuses_url(base_url):
+            problems.append(FieldError("base_url", NOT_ALLOWED))
+        if (
+            interface is not None
+            and interface.secret_encrypted
+            and data.secret is None
+            and (
+                interface.base_url != base_url
+                or interface.auth_type != data.auth_type
+                or (data.auth_type == "basic" and interface.username != data.username)
+                or (
+                    data.auth_type == "api_key"
+                    and interface.auth_header.casefold() != data.auth_header.casefold()
+                )
+            )
+        ):
+            problems.append(
+                FieldError(
+                    "secret",
+                    "the URL or the authentication changed: enter the secret again (the "
+                    "stored one is never sent elsewhere)",
+                )
+            )
+        if problems:
+            raise ValidationFailed(problems)
         if interface is None:
             interface = LmsInterface(account_id=account_id, minute_of_hour=minute_for(account_id))
             session.add(interface)
         interface.connector = data.connector
-        interface.base_url = str(data.base_url).rstrip("/")
+        interface.base_url = base_url
         interface.auth_type = data.auth_type
         interface.auth_header = data.auth_header
         interface.username = data.username
@@ -112,8 +192,10 @@ class SyncService:
         interface.sync_users = data.sync_users
         interface.deactivate_terminated = data.deactivate_terminated
         interface.options = data.options.model_dump()
-        interface.guard_percent = data.guard_percent
-        interface.guard_minimum = data.guard_minimum
+        for guard in ("guard_percent", "guard_minimum", "guard_window_minutes"):
+            # A new row has none yet (the column default comes at the insert).
+            if guard in data.model_fields_set or getattr(interface, guard) is None:
+                setattr(interface, guard, getattr(data, guard))
         if data.secret is not None:
             interface.secret_encrypted = self.secrets.encrypt(data.secret) if data.secret else None
         session.flush()
@@ -135,42 +217,72 @@ class SyncService:
             connector.close()
 
     # -- runs ------------------------------------------------------------------------------------
+    def _new_queued(
+        self, session: Session, account_id: str, options: RunOptions, **extra: Any
+    ) -> SyncRun:
+        """The row of a run to carry out in the background, held by this server."""
+        now = utcnow()
+        run = SyncRun(
+            account_id=account_id,
+            trigger=options.trigger,
+            dry_run=False,
+            full=options.full,
+            status="queued",
+            options=options.stored(),
+            owner=self.engine.owner,
+            heartbeat_at=now,
+            started_at=now,
+            **extra,
+        )
+        session.add(run)
+        session.flush()
+        options.run_id = run.id
+        return run
+
     def _queue(self, account_id: str, options: RunOptions) -> str:
         """Create the run row now and run it in the background (after the account's current run,
-        if any); returns its id."""
+        if any); returns its id. A run of the same kind already queued and not started is
+        answered instead of a second one (a double click, two HR managers at once)."""
         with self.sessions() as session, session.begin():
             self.get_interface(session, account_id)
-            run = SyncRun(
-                account_id=account_id,
-                trigger=options.trigger,
-                dry_run=False,
-                full=options.full,
-                status="queued",
-            )
-            session.add(run)
-            session.flush()
-            options.run_id = run.id
+            lock_interface(session, account_id)
+            if options.activating and self.get_interface(session, account_id).active:
+                raise Conflict("the LMS interface is already active; use Sync now")
+            twin = _queued_twin(session, account_id, options)
+            if twin is not None:
+                return twin
+            run_id = self._new_queued(session, account_id, options).id
+        self._submit(account_id, options)
+        return run_id
+
+    def _submit(self, account_id: str, options: RunOptions) -> None:
+        assert options.run_id is not None
+        with self._queued_lock:
+            self._queued.add(options.run_id)
         self._pool.submit(self._run_logged, account_id, options)
-        return options.run_id
 
     def _run_logged(self, account_id: str, options: RunOptions) -> None:
-        # A queued run waits (a while) for the account's current run, e.g. the worker's.
-        deadline = time.monotonic() + QUEUE_PATIENCE
-        while True:
-            try:
-                self.engine.run(account_id, options)
-                return
-            except SyncBusy:
-                if time.monotonic() > deadline or self._closing.is_set():
-                    self._fail_queued(options.run_id, "another sync of this account kept running")
+        # A queued run waits for the account's current run (e.g. the worker's) as long as it
+        # takes; its heartbeat says this server still holds it. At shutdown it stays queued
+        # and another server (or this one, restarted) carries it out.
+        try:
+            while not self._closing.is_set():
+                try:
+                    self.engine.run(account_id, options)
                     return
-                self._closing.wait(0.25)
-            except Exception:
-                log.exception(
-                    "background sync failed", account_id=account_id, run_id=options.run_id
-                )
-                self._fail_queued(options.run_id, "unexpected error; see the server log")
-                return
+                except RunTakenOver:
+                    return
+                except SyncBusy:
+                    self._closing.wait(0.25)
+                except Exception:
+                    log.exception(
+                        "background sync failed", account_id=account_id, run_id=options.run_id
+                    )
+                    self._fail_queued(options.run_id, "unexpected error; see the server log")
+                    return
+        finally:
+            with self._queued_lock:
+                self._queued.discard(options.run_id or "")
 
     def _fail_queued(self, run_id: str | None, message: str) -> None:
         with self.sessions() as session, session.begin():
@@ -223,24 +335,41 @@ class SyncService:
         return self._queue(account_id, options)
 
     def decide_held(self, account_id: str, run_id: str, *, approve: bool, actor: str) -> str | None:
-        """Approve (runs it again past the guard; returns the new run id) or reject a held run."""
+        """Approve or reject a held run. Approving queues a run that carries out exactly the
+        deactivations it holds (those that joined it included), past the guard, and returns
+        its id. The decision is a conditional update: of two concurrent decisions, one wins
+        and the other is told the run is no longer held."""
         with self.sessions() as session, session.begin():
-            run = session.get(SyncRun, run_id)
-            if run is None or run.account_id != account_id:
-                raise NotFound("run not found")
-            if run.status != "held":
+            decided = session.execute(
+                update(SyncRun)
+                .where(
+                    SyncRun.id == run_id,
+                    SyncRun.account_id == account_id,
+                    SyncRun.status == "held",
+                )
+                .values(status="approved" if approve else "rejected", decided_by=actor)
+            )
+            if not getattr(decided, "rowcount", 0):
+                run = session.get(SyncRun, run_id)
+                if run is None or run.account_id != account_id:
+                    raise NotFound("run not found")
                 raise Conflict(
                     f"only a held run can be approved or rejected (this one is {run.status})"
                 )
-            run.status = "approved" if approve else "rejected"
-            run.decided_by = actor
-            full = run.full
-        if not approve:
-            return None
-        options = RunOptions(trigger="approval", full=full, approved=True, actor_user_id=actor)
-        new_id = self._queue(account_id, options)
-        with self.sessions() as session, session.begin():
-            session.get_one(SyncRun, new_id).approved_run_id = run_id
+            held = held_employee_ids(session, run_id)
+            if not approve:
+                for chunk in snapshot.chunks(held):
+                    session.execute(
+                        update(LmsState)
+                        .where(LmsState.employee_id.in_(chunk), LmsState.outcome == "held")
+                        .values(reason=REJECTED_HOLD)
+                    )
+                return None
+            options = RunOptions(
+                trigger="approval", employee_ids=held, approved=True, actor_user_id=actor
+            )
+            new_id = self._new_queued(session, account_id, options, approved_run_id=run_id).id
+        self._submit(account_id, options)
         return new_id
 
     # -- reading ---------------------------------------------------------------------------------
@@ -295,7 +424,7 @@ class SyncService:
         state = session.get(LmsState, employee_id)
         if employee.lms_excluded:
             label = "excluded"
-        elif state is not None and state.outcome in ("skipped", "conflict", "error"):
+        elif state is not None and state.outcome in ("skipped", "conflict", "error", "held"):
             label = state.outcome
         elif link is not None:
             label = "linked" if link.lms_active else "deactivated"
@@ -328,7 +457,9 @@ class SyncService:
             made_by=link.made_by if link else None,
             lms_user_id=link.lms_user_id if link else None,
             lms_active=link.lms_active if link else None,
-            reason=(state.reason if state and label in ("skipped", "conflict", "error") else "")
+            reason=(
+                state.reason if state and label in ("skipped", "conflict", "error", "held") else ""
+            )
             or (
                 action.reason
                 if action.kind in (rules.Kind.SKIP, rules.Kind.CONFLICT, rules.Kind.NONE)
@@ -339,6 +470,35 @@ class SyncService:
             next_action_at=at,
             next_action_when=when,
         )
+
+
+def lock_interface(session: Session, account_id: str) -> None:
+    """Serialize state changes of one account's LMS interface inside this transaction: an
+    update takes the row lock on PostgreSQL and the write lock on SQLite, and what is read
+    after it is what the previous holder committed."""
+    session.execute(
+        update(LmsInterface)
+        .where(LmsInterface.account_id == account_id)
+        .values(lock_fence=LmsInterface.lock_fence)
+    )
+
+
+def _queued_twin(session: Session, account_id: str, options: RunOptions) -> str | None:
+    """A run asked for the same way that has not finished starting (an activation: or runs)."""
+    statuses = ("queued", "running") if options.activating else ("queued",)
+    candidates = session.scalars(
+        select(SyncRun).where(
+            SyncRun.account_id == account_id,
+            SyncRun.trigger == options.trigger,
+            SyncRun.full.is_(options.full),
+            SyncRun.status.in_(statuses),
+        )
+    )
+    wanted = options.stored()
+    for run in candidates:
+        if run.options == wanted or options.activating:
+            return run.id
+    return None
 
 
 def _email_shared(session: Session, employee: Employee) -> bool:
@@ -367,6 +527,8 @@ def _when(
         return "nothing to do", None
     if interface is None or not interface.active:
         return "when the LMS interface is activated", None
+    if state is not None and state.outcome == "held" and action.kind == rules.Kind.DEACTIVATE:
+        return "once an HR manager approves the held deactivations", None
     if not interface.hourly_transfer:
         return "at the next manual sync", None
     if state is not None and state.outcome == "error" and state.next_attempt_at is not None:
@@ -378,7 +540,16 @@ def _when(
     )
 
 
-LMS_STATES = ("not_linked", "linked", "deactivated", "skipped", "conflict", "error", "excluded")
+LMS_STATES = (
+    "not_linked",
+    "linked",
+    "deactivated",
+    "skipped",
+    "conflict",
+    "error",
+    "held",
+    "excluded",
+)
 
 
 def lms_state_column() -> Any:
@@ -387,7 +558,7 @@ def lms_state_column() -> Any:
 
     return case(
         (Employee.lms_excluded.is_(True), "excluded"),
-        (LmsState.outcome.in_(("skipped", "conflict", "error")), LmsState.outcome),
+        (LmsState.outcome.in_(("skipped", "conflict", "error", "held")), LmsState.outcome),
         (LmsLink.employee_id.is_not(None) & LmsLink.lms_active.is_(True), "linked"),
         (LmsLink.employee_id.is_not(None), "deactivated"),
         else_="not_linked",

@@ -134,12 +134,6 @@ def by_employee(
     return {row.employee_id: row for row in rows}
 
 
-def linked_total(session: Session, account_id: str) -> int:
-    table = table_of(LmsLink)
-    query = select(func.count()).select_from(table).where(table.c.account_id == account_id)
-    return session.scalar(query) or 0
-
-
 def shared_email_keys(session: Session, account_id: str, among: set[str] | None) -> set[str]:
     """Work email keys held by more than one active, included employee of the account.
 

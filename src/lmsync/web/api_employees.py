@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from sqlalchemy.orm import Session
 
 from lmsync.domain.employees import EmployeeCreateIn, EmployeePatchIn, RehireIn, TerminateIn
-from lmsync.hr import csv_import, employees
+from lmsync.hr import csv_import, employees, imports
 from lmsync.web.deps import Caller, Paging, State, paged
 from lmsync.web.idempotency import IdempotencyKey, fingerprint, run_once
 from lmsync.web.problems import PROBLEM_RESPONSES
@@ -16,8 +17,10 @@ from lmsync.web.schemas import (
     EmployeeEventOut,
     EmployeeOut,
     FieldMessageOut,
+    ImportDetailOut,
     ImportedRowOut,
     ImportReportOut,
+    ImportStatusOut,
     Paged,
     RejectedRowOut,
 )
@@ -76,9 +79,19 @@ def list_employees(
     description="A CSV file whose header names the JSON fields (`employee_number`, `first_name`, "
     "`last_name` required; comma, semicolon or tab separated; UTF-8). Valid rows are hired, "
     "invalid rows are reported with their line number and field messages. With `dry_run=true` "
-    "nothing is written.",
+    f"nothing is written. A file of up to {imports.SYNC_ROWS:,} rows is imported at once (200 "
+    "and the report); a larger one is imported in the background, "
+    f"{imports.CHUNK_ROWS} rows a transaction (202, `Location` of the import to follow). An "
+    "unreadable file is refused as a whole (422) either way; an account has one background "
+    "import at a time (409 while one is unfinished).",
+    responses={
+        202: {
+            "model": ImportStatusOut,
+            "description": "Queued: follow `Location` (`GET /api/v1/employees/imports/{id}`).",
+        }
+    },
 )
-async def import_employees(
+def import_employees(
     state: State,
     caller: Caller,
     request: Request,
@@ -87,9 +100,10 @@ async def import_employees(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     account_id = caller.writable_account()
-    content = await file.read(csv_import.MAX_BYTES + 1)
+    content = file.file.read(csv_import.MAX_BYTES + 1)
+    total = csv_import.count_rows(content)  # an unreadable file is a 422 before anything is kept
 
-    def action(session: Session) -> tuple[int, str]:
+    def now(session: Session) -> tuple[int, str]:
         report = csv_import.import_employees(session, caller, account_id, content, dry_run=dry_run)
         out = ImportReportOut(
             dry_run=report.dry_run,
@@ -112,12 +126,51 @@ async def import_employees(
         )
         return 200, out.model_dump_json()
 
+    def later(session: Session) -> tuple[int, str]:
+        imports.ensure_none_unfinished(session, account_id)
+        row = imports.queue(session, caller, account_id, content, total_rows=total, dry_run=dry_run)
+        return 202, ImportStatusOut.model_validate(row).model_dump_json()
+
     key = None if dry_run else idempotency_key
-    response = run_once(
-        state, caller, key, fingerprint(request.url.path, str(dry_run), content), action
-    )
-    state.sync.changed()
+    print_ = fingerprint(request.url.path, str(dry_run), content)
+    response = run_once(state, caller, key, print_, now if total <= imports.SYNC_ROWS else later)
+    if response.status_code == 202:
+        import_id = json.loads(bytes(response.body))["id"]
+        response.headers["Location"] = f"{router.prefix}/imports/{import_id}"
+        state.imports.wake()
+    else:
+        state.sync.changed()
     return response
+
+
+@router.get("/imports", response_model=Paged[ImportStatusOut], summary="List CSV imports")
+def list_imports(
+    state: State, caller: Caller, page: Paging, request: Request
+) -> Paged[ImportStatusOut]:
+    """The account's background imports, newest first. Files of up to 1,000 rows, imported
+    within their request, are not listed."""
+    account_id = caller.account()
+    with state.uow() as session:
+        rows, total = imports.list_imports(
+            session, account_id, limit=page.limit, offset=page.offset
+        )
+        items = [ImportStatusOut.model_validate(r) for r in rows]
+    return paged(request, page, items, total)
+
+
+@router.get(
+    "/imports/{import_id}",
+    response_model=ImportDetailOut,
+    summary="A CSV import: status, progress, counts and rejected rows",
+)
+def get_import(import_id: str, state: State, caller: Caller) -> ImportDetailOut:
+    with state.uow() as session:
+        row = imports.get_import(session, caller.account(), import_id)
+        status = ImportStatusOut.model_validate(row)
+        return ImportDetailOut(
+            **status.model_dump(),
+            rejected=[RejectedRowOut.model_validate(r) for r in imports.rejected_rows(row)],
+        )
 
 
 @router.get("/{employee_id}", response_model=EmployeeOut, summary="Read an employee")

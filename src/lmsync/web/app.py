@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import structlog
@@ -13,7 +14,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 import lmsync
-from lmsync.lms.registry import ConnectorFactory, build_connector
+from lmsync.hr.imports import ImportService
+from lmsync.lms.registry import ConnectorFactory, Connectors
 from lmsync.security import SecretBox
 from lmsync.settings import Settings
 from lmsync.storage import migrate
@@ -22,9 +24,12 @@ from lmsync.sync.engine import SyncEngine
 from lmsync.sync.service import SyncService
 from lmsync.sync.worker import SyncWorker
 from lmsync.web import api_accounts, api_employees, api_lms, problems
+from lmsync.web.address_check import AddressCheckMiddleware
+from lmsync.web.body_limit import BodyLimitMiddleware
 from lmsync.web.deps import AppState, State
-from lmsync.web.pages import auth_pages, employee_pages, lms_pages
+from lmsync.web.pages import auth_pages, employee_pages, lms_pages, token_pages
 from lmsync.web.pages.common import TEMPLATES, CsrfRejected, LoginRequired, login_redirect
+from lmsync.web.security_headers import SecurityHeadersMiddleware
 
 log = structlog.get_logger("lmsync.web")
 STATIC = Path(__file__).parent / "static"
@@ -47,7 +52,7 @@ def create_app(
     *,
     upgrade_schema: bool = False,
     run_worker: bool = True,
-    connector_factory: ConnectorFactory = build_connector,
+    connector_factory: ConnectorFactory | None = None,
     poll_seconds: float = 2.0,
 ) -> FastAPI:
     """The app. ``run_worker``: run the in-process sync worker (due employees, hourly passes)."""
@@ -57,15 +62,25 @@ def create_app(
         migrate.upgrade(engine)
     sessions = make_session_factory(engine)
     secrets = SecretBox.from_settings(settings.secret_key, settings.data_dir)
-    sync_engine = SyncEngine(sessions, secrets, connector_factory=connector_factory)
+    connector_factory = connector_factory or Connectors.from_settings(settings)
+    sync_engine = SyncEngine(
+        sessions,
+        secrets,
+        connector_factory=connector_factory,
+        lock_lease=timedelta(seconds=settings.sync_lease_seconds),
+    )
     worker = SyncWorker(sync_engine, sessions, poll_seconds=poll_seconds) if run_worker else None
     sync = SyncService(sessions, secrets, sync_engine, worker)
+    imports = ImportService(sessions, on_change=sync.changed)  # background CSV imports
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if worker is not None:
             worker.start()
+            sync.start()  # recovery of runs whose server stopped; heartbeats of queued runs
+        imports.start()
         yield
+        imports.stop()
         if worker is not None:
             worker.stop()
         sync.close()
@@ -79,7 +94,9 @@ def create_app(
         description="All `/api/v1` endpoints take `Authorization: Bearer <token>` and act in the "
         "token's account. Errors are RFC 9457 problem details (`application/problem+json`).",
     )
-    app.state.lmsync = AppState(settings=settings, sessions=sessions, secrets=secrets, sync=sync)
+    app.state.lmsync = AppState(
+        settings=settings, sessions=sessions, secrets=secrets, sync=sync, imports=imports
+    )
     problems.install(app, html_error=html_error)
     app.include_router(api_employees.router)
     app.include_router(api_accounts.router)
@@ -87,6 +104,7 @@ def create_app(
     app.include_router(auth_pages.router)
     app.include_router(employee_pages.router)
     app.include_router(lms_pages.router)
+    app.include_router(token_pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.exception_handler(LoginRequired)
@@ -123,4 +141,13 @@ def create_app(
         )
         return response
 
+    # Added last, so outermost: the limit applies before anything reads a body, and every
+    # answer (the other middlewares' and the 413 included) gets the headers; the 500 answer,
+    # sent by Starlette from outside all middleware, gets them in problems.install.
+    app.add_middleware(AddressCheckMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        docs_paths=(app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url),
+    )
     return app

@@ -44,10 +44,17 @@ def _json(status: int, body: str, *, replayed: bool = False) -> Response:
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+def _scope(principal: Principal) -> str:
+    """The account a key belongs to: a login's keys in one account never answer in another
+    (one person may hold tokens for two accounts; "" for an operator's account-less token)."""
+    return principal.account_id or ""
+
+
 def _replay(session: Session, principal: Principal, key: str, print_: str) -> Response | None:
     record = session.scalar(
         select(IdempotencyRecord).where(
             IdempotencyRecord.user_id == principal.user_id,
+            IdempotencyRecord.account_id == _scope(principal),
             IdempotencyRecord.key == key,
             IdempotencyRecord.created_at >= utcnow() - KEY_LIFETIME,
         )
@@ -86,6 +93,7 @@ def run_once(
             session.add(
                 IdempotencyRecord(
                     user_id=principal.user_id,
+                    account_id=_scope(principal),
                     key=key,
                     fingerprint=print_,
                     status_code=status,

@@ -20,6 +20,7 @@ from lmsync.domain.errors import (
     NotFound,
     ValidationFailed,
 )
+from lmsync.web.security_headers import add_security_headers
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("lmsync.web")
@@ -48,6 +49,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         403: "The token's role does not allow this",
         404: "Not found (or in another account)",
         409: "Conflicts with the current state",
+        413: "The request body is larger than the limit (`LMSYNC_MAX_BODY_BYTES`)",
         422: "Invalid fields, listed in `errors`",
     }.items()
 }
@@ -59,7 +61,7 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
-    413: "Payload too large",
+    413: "Content too large",
     415: "Unsupported media type",
     422: "Invalid input",
     500: "Internal error",
@@ -106,8 +108,13 @@ def request_field_errors(exc: RequestValidationError) -> tuple[int, list[FieldEr
 HtmlError = Callable[[Request, int, str], Response]
 
 
+def is_api_path(path: str) -> bool:
+    """Whether ``path`` answers in JSON (problem details) rather than with a page."""
+    return path.startswith(("/api/", "/healthz", "/openapi.json"))
+
+
 def _is_api(request: Request) -> bool:
-    return request.url.path.startswith(("/api/", "/healthz", "/openapi.json"))
+    return is_api_path(request.url.path)
 
 
 def install(app: FastAPI, html_error: HtmlError | None = None) -> None:
@@ -142,7 +149,12 @@ def install(app: FastAPI, html_error: HtmlError | None = None) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         return answer(request, exc.status_code, str(exc.detail), headers=exc.headers)
 
+    docs_paths = [p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p]
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
-        return answer(request, 500, "an unexpected error occurred; it has been logged")
+        response = answer(request, 500, "an unexpected error occurred; it has been logged")
+        # Starlette sends this answer from outside every middleware: add the headers here.
+        add_security_headers(response.headers, request.url.path, docs_paths)
+        return response

@@ -136,6 +136,7 @@ class InterfaceOut(BaseModel):
     options: ScimOptionsOut
     guard_percent: int
     guard_minimum: int
+    guard_window_minutes: int
     active: bool
     activated_at: datetime | None
     minute_of_hour: int
@@ -143,8 +144,12 @@ class InterfaceOut(BaseModel):
 
 
 class FindingOut(BaseModel):
-    level: str
-    message: str
+    level: str = Field(description="ok | warning | error")
+    message: str = Field(
+        description="What was found. What the LMS answered is only quoted from a SCIM error "
+        "document (its detail, sanitized, without the credentials); any other answer or "
+        "connection failure is described by its category."
+    )
 
 
 class ConnectionReportOut(BaseModel):
@@ -160,7 +165,8 @@ class RunOut(BaseModel):
     dry_run: bool
     full: bool
     status: str = Field(
-        description="queued | running | succeeded | partial | failed | held | approved | rejected"
+        description="queued | running | succeeded | partial | failed | held | approved | rejected "
+        "| interrupted (its server stopped; see the message for what resumed it)"
     )
     counts: dict[str, int]
     message: str | None
@@ -209,7 +215,8 @@ class PreviewOut(BaseModel):
 
 class EmployeeLmsOut(BaseModel):
     state: str = Field(
-        description="not_linked | linked | deactivated | skipped | conflict | error | excluded"
+        description="not_linked | linked | deactivated | skipped | conflict | error | held "
+        "(a deactivation waiting for approval) | excluded"
     )
     made_by: str | None = Field(description="created | matched (by email)")
     lms_user_id: str | None
@@ -219,3 +226,31 @@ class EmployeeLmsOut(BaseModel):
     next_action: str
     next_action_at: datetime | None
     next_action_when: str
+
+
+class ImportStatusOut(BaseModel):
+    """A CSV import carried out in the background."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    status: str = Field(
+        description="queued | running | succeeded (rejected rows included) | failed | "
+        "interrupted (stopped by its user; the rows done were kept)"
+    )
+    dry_run: bool
+    total_rows: int
+    done_rows: int = Field(description="Rows handled so far, in file order.")
+    imported_count: int = Field(description="Rows hired so far (a dry run: rows that would be).")
+    rejected_count: int
+    message: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ImportDetailOut(ImportStatusOut):
+    rejected: list[RejectedRowOut] = Field(
+        description="The first 1,000 rejected rows with their line and field messages "
+        "(`rejected_count` counts them all)."
+    )

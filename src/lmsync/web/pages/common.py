@@ -1,10 +1,15 @@
-"""What every page needs: the browser session, CSRF checks, templates and flash messages."""
+"""What every page needs: the browser session, CSRF checks, templates and flash messages.
+
+A flash message travels in the redirect's URL as a code (``?flash=saved``) that the next page
+looks up in FLASH_MESSAGES; unknown codes show nothing. The URL never carries the text itself:
+a link could otherwise put any words in lmsync's own message banner.
+"""
 
 from __future__ import annotations
 
 import hmac
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import Depends, Request
@@ -74,6 +79,38 @@ def check_csrf(request: Request, browser: Browser, form: FormData) -> BrowserSes
 Writer = Annotated[BrowserSession, Depends(check_csrf)]
 
 
+FlashCode = Literal[
+    "hired",
+    "saved",
+    "excluded",
+    "included",
+    "terminated",
+    "rehired",
+    "sync_started",
+    "interface_saved",
+    "confirm_to_activate",
+    "activation_started",
+    "run_rejected",
+    "run_approved",
+    "token_revoked",
+]
+FLASH_MESSAGES: dict[str, str] = {
+    "hired": "Employee hired.",
+    "saved": "Saved.",
+    "excluded": "Excluded from the LMS interface.",
+    "included": "Included in the LMS interface.",
+    "terminated": "Terminated.",
+    "rehired": "Rehired.",
+    "sync_started": "Sync started.",
+    "interface_saved": "LMS interface saved.",
+    "confirm_to_activate": "Tick the confirmation box to activate.",
+    "activation_started": "Activation started.",
+    "run_rejected": "Rejected: nothing was written.",
+    "run_approved": "Approved: the run has started.",
+    "token_revoked": "Token revoked: it no longer works.",
+}
+
+
 def account_name(session: Session, browser: BrowserSession) -> str:
     if browser.principal.account_id is None:
         return ""
@@ -90,8 +127,10 @@ def render(
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
-    """A page, with what the layout needs (who is signed in, the CSRF token, the role)."""
-    base: dict[str, Any] = {"browser": browser, "flash": request.query_params.get("flash")}
+    """A page, with what the layout needs (who is signed in, the CSRF token, the role) and the
+    flash message the URL's code names; a page that answers a form itself may pass ``flash``."""
+    code = request.query_params.get("flash")
+    base: dict[str, Any] = {"browser": browser, "flash": FLASH_MESSAGES.get(code or "")}
     if browser is not None:
         principal = browser.principal
         with state.uow() as session:
@@ -104,7 +143,24 @@ def render(
     )
 
 
-def redirect(url: str, flash: str | None = None) -> RedirectResponse:
+def not_possible(
+    request: Request, state: AppState, browser: BrowserSession, message: str
+) -> HTMLResponse:
+    """A refusal (409) whose reason is the domain's own words: said on a page, where a redirect
+    could only carry a code."""
+    return render(
+        request,
+        state,
+        browser,
+        "error.html",
+        status_code=409,
+        title="Not possible now",
+        message=message,
+    )
+
+
+def redirect(url: str, flash: FlashCode | None = None) -> RedirectResponse:
+    """A redirect after a form (303), with the code of the message the next page shows."""
     if flash:
         url += ("&" if "?" in url else "?") + "flash=" + quote(flash)
     return RedirectResponse(url, status_code=303)

@@ -16,9 +16,10 @@ from lmsync.hr import employees
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
 from lmsync.sync.service import LMS_STATES, employees_with_state
-from lmsync.web.deps import State
+from lmsync.web.deps import MAX_OFFSET, State
 from lmsync.web.pages.common import (
     Browser,
+    FlashCode,
     FormData,
     Writer,
     redirect,
@@ -75,7 +76,7 @@ def employee_list(
     offset: int = 0,
 ) -> Response:
     account_id = browser.principal.account()
-    offset = max(offset, 0)
+    offset = min(max(offset, 0), MAX_OFFSET)
     with state.uow() as session:
         rows, total = employees_with_state(
             session,
@@ -138,7 +139,7 @@ def create_employee(request: Request, state: State, browser: Writer, form: FormD
         errors = _errors(exc.errors)
     else:
         state.sync.changed()
-        return redirect(f"/employees/{employee_id}?tab=security", "Employee hired.")
+        return redirect(f"/employees/{employee_id}?tab=security", "hired")
     values["lms_excluded"] = "true" if raw["lms_excluded"] else ""
     return render(
         request, state, browser, "employee_form.html", status_code=422, values=values, errors=errors
@@ -205,7 +206,7 @@ def save_profile(
             status_code=422,
         )
     state.sync.changed()
-    return redirect(f"/employees/{employee_id}?tab=profile", "Saved.")
+    return redirect(f"/employees/{employee_id}?tab=profile", "saved")
 
 
 @router.post("/employees/{employee_id}/exclusion")
@@ -220,8 +221,8 @@ def save_exclusion(
             session, browser.principal, account_id, employee_id, {"lms_excluded": excluded}
         )
     state.sync.changed()
-    message = "Excluded from the LMS interface." if excluded else "Included in the LMS interface."
-    return redirect(f"/employees/{employee_id}?tab=security", message)
+    done: FlashCode = "excluded" if excluded else "included"
+    return redirect(f"/employees/{employee_id}?tab=security", done)
 
 
 def _confirm(
@@ -313,7 +314,7 @@ def lifecycle(
         errors = {"": exc.message}
     else:
         state.sync.changed()
-        done = "Terminated." if verb == "terminate" else "Rehired."
+        done: FlashCode = "terminated" if verb == "terminate" else "rehired"
         return redirect(f"/employees/{employee_id}?tab=security", done)
     return _confirm(
         request, state, browser, employee_id, verb, values=values, errors=errors, status_code=422
@@ -324,4 +325,4 @@ def lifecycle(
 def sync_employee(state: State, browser: Writer, employee_id: str) -> Response:
     account_id = require_writer(browser)
     state.sync.sync_employee(account_id, employee_id, browser.principal.user_id)
-    return redirect(f"/employees/{employee_id}?tab=security", "Sync started.")
+    return redirect(f"/employees/{employee_id}?tab=security", "sync_started")

@@ -3,7 +3,6 @@ page with live progress and approval, and the platform operator's accounts page.
 
 from __future__ import annotations
 
-import csv
 import io
 from typing import Any
 
@@ -12,19 +11,21 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from lmsync import csv_safe
 from lmsync.domain.accounts import AccountPatchIn
-from lmsync.domain.errors import Conflict, NotFound
+from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from lmsync.domain.interface import InterfaceIn
 from lmsync.hr import accounts
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
 from lmsync.storage.tables import Account, Employee, LmsInterface, SyncOutcome
 from lmsync.sync.engine import RunSummary
-from lmsync.web.deps import State
+from lmsync.web.deps import MAX_OFFSET, State
 from lmsync.web.pages.common import (
     Browser,
     FormData,
     Writer,
+    not_possible,
     redirect,
     render,
     require_writer,
@@ -33,6 +34,8 @@ from lmsync.web.pages.common import (
 router = APIRouter(include_in_schema=False)
 SETTINGS = "/settings/interfaces/lms"
 PAGE = 100
+# The deactivation guard's settings (the form's "Safety" section).
+GUARDS = ("guard_percent", "guard_minimum", "guard_window_minutes")
 
 
 def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
@@ -42,6 +45,7 @@ def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
             "hourly_transfer": True,
             "sync_users": True,
             "deactivate_terminated": True,
+            **{name: InterfaceIn.model_fields[name].default for name in GUARDS},
         }
     return {
         "auth_type": interface.auth_type,
@@ -52,6 +56,7 @@ def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
         "hourly_transfer": interface.hourly_transfer,
         "sync_users": interface.sync_users,
         "deactivate_terminated": interface.deactivate_terminated,
+        **{name: getattr(interface, name) for name in GUARDS},
     }
 
 
@@ -105,7 +110,8 @@ def save_settings(request: Request, state: State, browser: Writer, form: FormDat
     with state.uow() as session:
         existing = session.get(LmsInterface, account_id)
         options = existing.options if existing is not None else {}
-    data = {
+        stored = {name: getattr(existing, name) for name in GUARDS} if existing else {}
+    data: dict[str, Any] = {
         "connector": values.get("connector") or "scim",
         "base_url": values.get("base_url") or "",
         "auth_type": values.get("auth_type") or "bearer",
@@ -118,19 +124,36 @@ def save_settings(request: Request, state: State, browser: Writer, form: FormDat
         "deactivate_terminated": values["deactivate_terminated"],
         "options": options or {},
     }
+    for name in GUARDS:
+        # A form without the field (an older page) keeps the stored value, not the default.
+        if name in form:
+            data[name] = form[name].strip()
+        elif name in stored:
+            data[name] = stored[name]
     try:
         parsed = InterfaceIn.model_validate(data)
+        with state.uow() as session:
+            state.sync.put_interface(session, account_id, parsed)
     except ValidationError as exc:
-        errors: dict[str, str] = {}
-        for error in pydantic_field_errors(exc):
-            errors.setdefault(error.field.split(".")[0], error.message)
-        values.pop("secret", None)
-        return _settings_page(
-            request, state, browser, values=values, errors=errors, status_code=422
-        )
-    with state.uow() as session:
-        state.sync.put_interface(session, account_id, parsed)
-    return redirect(SETTINGS, "LMS interface saved.")
+        return _refused(request, state, browser, values, pydantic_field_errors(exc))
+    except ValidationFailed as exc:
+        return _refused(request, state, browser, values, exc.errors)
+    return redirect(SETTINGS, "interface_saved")
+
+
+def _refused(
+    request: Request,
+    state: State,
+    browser: BrowserSession,
+    values: dict[str, Any],
+    field_errors: list[FieldError],
+) -> Response:
+    """The form again, with each message next to its field; the secret is never sent back."""
+    errors: dict[str, str] = {}
+    for error in field_errors:
+        errors.setdefault(error.field.split(".")[0], error.message)
+    values.pop("secret", None)
+    return _settings_page(request, state, browser, values=values, errors=errors, status_code=422)
 
 
 @router.post(f"{SETTINGS}/test", response_class=HTMLResponse)
@@ -153,9 +176,9 @@ def preview(request: Request, state: State, browser: Writer) -> Response:
 def activate(request: Request, state: State, browser: Writer, form: FormData) -> Response:
     account_id = require_writer(browser)
     if form.get("confirm") != "yes":
-        return redirect(SETTINGS, "Tick the confirmation box to activate.")
+        return redirect(SETTINGS, "confirm_to_activate")
     run_id = state.sync.activate(account_id, dry_run=False, actor=browser.principal.user_id)
-    return redirect(f"/sync/{run_id}", "Activation started.")
+    return redirect(f"/sync/{run_id}", "activation_started")
 
 
 @router.post("/sync/now")
@@ -169,14 +192,14 @@ def sync_now(request: Request, state: State, browser: Writer, form: FormData) ->
             actor=browser.principal.user_id,
         )
     except Conflict as exc:
-        return redirect(SETTINGS, exc.message)
-    return redirect(f"/sync/{result}", "Sync started.")
+        return not_possible(request, state, browser, exc.message)
+    return redirect(f"/sync/{result}", "sync_started")
 
 
 @router.get("/sync", response_class=HTMLResponse)
 def runs_page(request: Request, state: State, browser: Browser, offset: int = 0) -> Response:
     account_id = browser.principal.account()
-    offset = max(offset, 0)
+    offset = min(max(offset, 0), MAX_OFFSET)
     with state.uow() as session:
         runs, total = state.sync.list_runs(session, account_id, limit=PAGE, offset=offset)
     return render(
@@ -201,7 +224,7 @@ def run_page(
     offset: int = 0,
 ) -> Response:
     account_id = browser.principal.account()
-    offset = max(offset, 0)
+    offset = min(max(offset, 0), MAX_OFFSET)
     with state.uow() as session:
         run = state.sync.get_run(session, account_id, run_id)
         outcomes, total = state.sync.list_outcomes(
@@ -251,7 +274,7 @@ def plan_csv(state: State, browser: Browser, run_id: str) -> Response:
     """The whole plan (or outcome) of a run, one employee a row."""
     account_id = browser.principal.account()
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv_safe.writer(out)
     writer.writerow(
         [
             "employee_number",
@@ -293,7 +316,7 @@ def plan_csv(state: State, browser: Browser, run_id: str) -> Response:
 
 
 @router.post("/sync/{run_id}/{decision}")
-def decide(state: State, browser: Writer, run_id: str, decision: str) -> Response:
+def decide(request: Request, state: State, browser: Writer, run_id: str, decision: str) -> Response:
     if decision not in ("approve", "reject"):
         raise NotFound("page not found")
     account_id = require_writer(browser)
@@ -302,10 +325,10 @@ def decide(state: State, browser: Writer, run_id: str, decision: str) -> Respons
             account_id, run_id, approve=decision == "approve", actor=browser.principal.user_id
         )
     except Conflict as exc:
-        return redirect(f"/sync/{run_id}", exc.message)
+        return not_possible(request, state, browser, exc.message)
     if new_id is None:
-        return redirect(f"/sync/{run_id}", "Rejected: nothing was written.")
-    return redirect(f"/sync/{new_id}", "Approved: the run has started.")
+        return redirect(f"/sync/{run_id}", "run_rejected")
+    return redirect(f"/sync/{new_id}", "run_approved")
 
 
 @router.get("/operator/accounts", response_class=HTMLResponse)
@@ -328,4 +351,15 @@ def operator_toggle(
         name = account.name
     state.sync.changed()
     verb = "on" if enabled else "off"
-    return redirect("/operator/accounts", f"User synchronization switched {verb} for {name}.")
+    # The message names the account: the page answers with it instead of a redirect, since a
+    # flash in a URL is only ever a code from the fixed catalogue.
+    with state.uow() as session:
+        rows, _ = accounts.list_accounts(session, limit=500, offset=0)
+    return render(
+        request,
+        state,
+        browser,
+        "operator.html",
+        accounts=rows,
+        flash=f"User synchronization switched {verb} for {name}.",
+    )
