@@ -129,6 +129,26 @@ def test_rejection_waits_for_a_record_change(setup: Setup) -> None:
     assert setup.state(employee_id).outcome == "ok"
 
 
+def test_a_run_whose_every_write_failed_failed_with_the_commonest_reason(setup: Setup) -> None:
+    ids = [setup.hire(n) for n in range(3)]
+    setup.lms.fail_next.extend(
+        [
+            RejectedError("the LMS refused the data: bad name"),
+            RejectedError("the LMS refused the data: no such language"),
+            RejectedError("the LMS refused the data: bad name"),
+        ]
+    )
+    summary = setup.run()
+    assert summary.status == "failed"
+    assert summary.counts == {"failed": 3}
+    assert summary.message == (
+        "no write went through (3 failed); most often: the LMS refused the data: bad name"
+    )
+    assert all(setup.state(i).outcome == "error" for i in ids)
+    nothing_to_do = setup.run()  # the same records are not retried: nothing failed this time
+    assert nothing_to_do.status == "succeeded"
+
+
 def test_transient_failure_is_retried_then_scheduled(setup: Setup) -> None:
     employee_id = setup.hire(1)
     setup.lms.fail_next.append(TransientError("503", retry_after=0))
@@ -136,7 +156,8 @@ def test_transient_failure_is_retried_then_scheduled(setup: Setup) -> None:
     other = setup.hire(2)
     setup.lms.fail_next.extend([TransientError("503", retry_after=0)] * 2)
     summary = setup.run()
-    assert summary.status == "partial"
+    assert summary.status == "failed"  # the run's only write failed
+    assert summary.message == "no write went through (1 failed); most often: 503"
     state = setup.state(other)
     assert state.outcome == "error"
     assert state.attempts == 1
@@ -418,7 +439,7 @@ def test_an_lms_user_found_at_write_time_is_never_linked_twice(setup: Setup) -> 
 
     summary = setup.run()
 
-    assert summary.status == "partial"
+    assert summary.status == "failed"  # its only write failed
     assert summary.counts == {"failed": 1}
     state = setup.state(second)
     assert state.outcome == "error"

@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import (
     RetryCallState,
@@ -41,7 +41,15 @@ from lmsync.lms.base import (
 )
 from lmsync.lms.registry import ConnectorFactory, build_connector
 from lmsync.security import SecretBox
-from lmsync.storage.tables import Account, Employee, LmsInterface, LmsState, SyncRun, utcnow
+from lmsync.storage.tables import (
+    Account,
+    Employee,
+    LmsInterface,
+    LmsState,
+    SyncOutcome,
+    SyncRun,
+    utcnow,
+)
 from lmsync.sync import guard, lease, rules, snapshot
 from lmsync.sync.guard import GuardDecision, GuardSettings
 from lmsync.sync.lease import Claim, LeaseLost
@@ -63,6 +71,9 @@ LIST_PAGE_SIZE = 1000
 # little to do, so that every worker gets some): a chunk costs one hand-over between threads.
 MAX_CHUNK = 32
 
+
+# Counts of a run's results that mean the LMS took (or already had) what was asked.
+_SUCCEEDED_WRITES = ("create", "link", "update", "deactivate", "reactivate")
 
 _AFTER_LISTING = Action(Kind.NONE, "decided once the LMS users are read")
 
@@ -317,7 +328,23 @@ class SyncEngine:
                 return self._finish(run_id, "held", final, decision.message)
         failed = final.get("failed", 0)
         message = decision.message if decision is not None and decision.join else None
+        if failed and not any(final.get(kind, 0) for kind in _SUCCEEDED_WRITES):
+            # Nothing went through: the run failed, and the reason most of it did is the news.
+            reason = self._commonest_failure(run_id)
+            message = f"no write went through ({failed} failed); most often: {reason}"
+            return self._finish(run_id, "failed", final, message)
         return self._finish(run_id, "succeeded" if not failed else "partial", final, message)
+
+    def _commonest_failure(self, run_id: str) -> str:
+        with self.sessions() as session:
+            row = session.execute(
+                select(SyncOutcome.reason, func.count().label("n"))
+                .where(SyncOutcome.run_id == run_id, SyncOutcome.outcome == "failed")
+                .group_by(SyncOutcome.reason)
+                .order_by(func.count().desc(), SyncOutcome.reason)
+                .limit(1)
+            ).first()
+        return str(row[0]) if row is not None else "see the run's outcomes"
 
     def _guard(
         self,
