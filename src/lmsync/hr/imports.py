@@ -31,7 +31,7 @@ from lmsync.domain.errors import Conflict, NotFound, ValidationFailed
 from lmsync.hr import accounts, csv_import
 from lmsync.hr.csv_import import ImportReport, RejectedRow
 from lmsync.hr.principal import Principal
-from lmsync.storage.database import transaction
+from lmsync.storage.database import lock_row, transaction
 from lmsync.storage.tables import Account, EmployeeImport, table_of, utcnow
 
 log = structlog.get_logger("lmsync.imports")
@@ -108,9 +108,7 @@ def ensure_none_unfinished(session: Session, account_id: str) -> None:
     files, and other accounts' imports wait behind at most one of this account's."""
     # Serialize the check-then-queue of one account (a row lock on PostgreSQL, the write lock
     # on SQLite): two requests at once must not both find nothing unfinished.
-    session.execute(
-        update(Account).where(Account.id == account_id).values(updated_at=Account.updated_at)
-    )
+    lock_row(session, Account.id, account_id)
     busy = session.scalar(
         select(IMPORTS.c.id)
         .where(IMPORTS.c.account_id == account_id, IMPORTS.c.status.in_(UNFINISHED))

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, update
 from sqlalchemy.orm import Session, sessionmaker
 
 log = structlog.get_logger("lmsync.storage")
@@ -88,3 +88,13 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def lock_row(session: Session, column: Any, key: str) -> None:
+    """Serialize a check-then-write on one row inside the caller's transaction: a no-op update
+    of ``column`` (the row's key) takes the row lock on PostgreSQL and the write lock on SQLite,
+    and what is read after it is what the previous holder committed."""
+    table = column.table
+    # Columns with an onupdate (updated_at) are set to themselves too: the lock changes nothing.
+    unchanged = {c.key: c for c in table.c if c.onupdate is not None or c is column}
+    session.execute(update(table).where(column == key).values(unchanged))

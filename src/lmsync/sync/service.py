@@ -24,6 +24,7 @@ from lmsync.lms.base import ConnectionReport, LmsError
 from lmsync.lms.host_policy import NOT_ALLOWED
 from lmsync.lms.registry import host_policy_of
 from lmsync.security import SecretBox
+from lmsync.storage.database import lock_row
 from lmsync.storage.tables import (
     Account,
     Employee,
@@ -245,7 +246,7 @@ class SyncService:
         answered instead of a second one (a double click, two HR managers at once)."""
         with self.sessions() as session, session.begin():
             self.get_interface(session, account_id)
-            lock_interface(session, account_id)
+            lock_row(session, LmsInterface.account_id, account_id)
             if options.activating and self.get_interface(session, account_id).active:
                 raise Conflict("the LMS interface is already active; use Sync now")
             twin = _queued_twin(session, account_id, options)
@@ -299,11 +300,10 @@ class SyncService:
         (every employee: match by email, create the rest) and makes the interface active."""
         with self.sessions() as session, session.begin():
             account = session.get_one(Account, account_id)
-            interface = self.get_interface(session, account_id)
+            self.get_interface(session, account_id)
             if not account.user_sync_enabled:
                 raise Conflict(ENABLE_SYNC_FIRST)
-            if interface.active and not dry_run:
-                raise Conflict("the LMS interface is already active; use Sync now")
+        # "Already active" is checked by _queue, under the interface's row lock.
         options = RunOptions(
             trigger="activation", dry_run=dry_run, full=True, activating=True, actor_user_id=actor
         )
@@ -470,17 +470,6 @@ class SyncService:
             next_action_at=at,
             next_action_when=when,
         )
-
-
-def lock_interface(session: Session, account_id: str) -> None:
-    """Serialize state changes of one account's LMS interface inside this transaction: an
-    update takes the row lock on PostgreSQL and the write lock on SQLite, and what is read
-    after it is what the previous holder committed."""
-    session.execute(
-        update(LmsInterface)
-        .where(LmsInterface.account_id == account_id)
-        .values(lock_fence=LmsInterface.lock_fence)
-    )
 
 
 def _queued_twin(session: Session, account_id: str, options: RunOptions) -> str | None:
