@@ -171,7 +171,6 @@ def transient_employee(person: Person, account_id: str) -> Employee:
     return Employee(
         id=person.id,
         account_id=account_id,
-        status="active",
         **dataclasses.asdict(person.data),
     )
 
@@ -199,7 +198,6 @@ def insert_employees(
             {
                 "id": p.id,
                 "account_id": account_id,
-                "status": "active",
                 "created_at": now,
                 "updated_at": now,
                 "lms_due_at": now,

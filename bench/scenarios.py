@@ -248,7 +248,7 @@ def linked_targets(setup: Setup, count: int) -> list[tuple[str, str]]:
             rows = session.execute(
                 select(LmsLink.employee_id, LmsLink.lms_user_id)
                 .join(Employee, Employee.id == LmsLink.employee_id)
-                .where(Employee.status == "active", LmsLink.lms_active.is_(True))
+                .where(Employee.access_ends_at.is_(None), LmsLink.lms_active.is_(True))
                 .order_by(LmsLink.employee_id)
             ).all()
     finally:
@@ -296,7 +296,10 @@ def termination_latency(
     poll: float = 0.005,
     sample_timeout: float = 60.0,
 ) -> LatencyResult:
-    """Terminate through the API, one after another; poll the LMS user until it is inactive."""
+    """Terminate through the API, one after another; poll the LMS user until it is inactive.
+
+    The terminations are effective immediately (a termination dated today would keep the user
+    active until the day ends: the employee is leaving, not gone)."""
     today = date.today().isoformat()
     headers = {"Authorization": f"Bearer {setup.api_token}"}
     with (
@@ -307,7 +310,8 @@ def termination_latency(
         def act(i: int) -> Callable[[], bool]:
             employee_id, user_id = targets[i]
             answer = api.post(
-                f"/api/v1/employees/{employee_id}/terminate", json={"termination_date": today}
+                f"/api/v1/employees/{employee_id}/terminate",
+                json={"termination_date": today, "effective_immediately": True},
             )
             if answer.status_code != 200:
                 raise RuntimeError(f"terminate answered {answer.status_code}: {answer.text}")

@@ -1,31 +1,48 @@
-"""The ``lmsync`` command line: database, server, accounts, logins, tokens, imports and the demo."""
+"""The ``lmsync`` command line: database, server, accounts, logins, tokens, employees (imports
+and the lifecycle: terminate, change or cancel a termination, rehire) and the demo."""
 
 from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from lmsync.domain.accounts import AccountCreateIn, AccountPatchIn
-from lmsync.domain.errors import DomainError, ValidationFailed
+from lmsync.domain.employees import (
+    CancelTerminationIn,
+    RehireIn,
+    TerminateIn,
+    TerminationChangeIn,
+)
+from lmsync.domain.errors import (
+    CheckFinding,
+    DomainError,
+    LmsCheckFailed,
+    NotFound,
+    ValidationFailed,
+)
 from lmsync.domain.interface import InterfaceIn
 from lmsync.hr import accounts, csv_import, imports
+from lmsync.hr import employees as hr_employees
+from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.principal import Principal
+from lmsync.lms.base import Finding
 from lmsync.log_config import configure
 from lmsync.security import SecretBox
 from lmsync.settings import Settings
 from lmsync.storage import migrate
 from lmsync.storage.database import make_engine, make_session_factory, transaction
-from lmsync.storage.tables import SyncRun
+from lmsync.storage.tables import Employee, SyncRun
 from lmsync.sync.engine import RunOptions, RunSummary, SyncEngine
+from lmsync.sync.held_back import SWITCH_LABELS
 from lmsync.sync.service import SyncService
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -241,6 +258,116 @@ def _print_report(verb: str, imported: int, rejected: list[csv_import.RejectedRo
             typer.echo(f"  line {row.line}: {error.field}: {error.message}")
 
 
+EmployeeRef = Annotated[str, typer.Argument(help="The employee's number (or id).")]
+AccountOpt = Annotated[str, typer.Option(help="Account id.")]
+
+
+def _employee_id(session: Session, account: str, ref: str) -> str:
+    found = session.scalar(
+        select(Employee.id).where(
+            Employee.account_id == account,
+            (Employee.employee_number == ref) | (Employee.id == ref),
+        )
+    )
+    if found is None:
+        raise NotFound(f"no employee {ref!r} in this account")
+    return found
+
+
+def _lifecycle(step: Callable[..., Employee], account: str, employee: str, data: Any) -> None:
+    """One lifecycle step on the employee named by number or id; says where it leaves them."""
+    with _session() as session:
+        _say_employment(
+            step(session, None, account, _employee_id(session, account, employee), data)
+        )
+
+
+def _say_employment(employee: Employee) -> None:
+    if employee.leaving_on is not None:
+        assert employee.access_ends_at is not None
+        typer.echo(
+            f"{employee.employee_number}: active, leaving on {employee.leaving_on} (access ends "
+            f"{employee.access_ends_at:%Y-%m-%d %H:%M} UTC)"
+        )
+    else:
+        typer.echo(f"{employee.employee_number}: {employee.status}")
+
+
+@employees_app.command("terminate")
+def employees_terminate(
+    employee: EmployeeRef,
+    account: AccountOpt,
+    date: Annotated[str, typer.Option("--date", help="Last day worked (YYYY-MM-DD).")],
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the history).")] = None,
+    immediately: Annotated[
+        bool, typer.Option("--effective-immediately", help="End access now (e.g. a dismissal).")
+    ] = False,
+) -> None:
+    """Record a termination. The LMS user stays active until the last day worked ends (00:00
+    the next day, account's time zone), unless the date is past or it is effective immediately."""
+    data = _model(
+        TerminateIn,
+        {"termination_date": date, "reason": reason, "effective_immediately": immediately},
+    )
+    _lifecycle(hr_employees.terminate, account, employee, data)
+
+
+@employees_app.command("change-termination")
+def employees_change_termination(
+    employee: EmployeeRef,
+    account: AccountOpt,
+    date: Annotated[str | None, typer.Option("--date", help="New last day worked.")] = None,
+    reason: Annotated[str | None, typer.Option(help="New reason.")] = None,
+    immediately: Annotated[
+        bool | None,
+        typer.Option(
+            "--effective-immediately/--at-end-of-last-day",
+            help="End access now, or when the last day worked ends.",
+        ),
+    ] = None,
+) -> None:
+    """Change a termination that has not taken effect yet (only the options given change)."""
+    sent = {"termination_date": date, "reason": reason, "effective_immediately": immediately}
+    data = _model(TerminationChangeIn, {k: v for k, v in sent.items() if v is not None})
+    _lifecycle(hr_employees.change_termination, account, employee, data)
+
+
+@employees_app.command("cancel-termination")
+def employees_cancel_termination(
+    employee: EmployeeRef,
+    account: AccountOpt,
+    note: Annotated[str | None, typer.Option(help="Why (kept in the history).")] = None,
+) -> None:
+    """Undo a termination, scheduled or in effect (recorded by mistake): the employment goes on
+    with the same hire date. Not a rehire, which starts a new period of employment."""
+    data = _model(CancelTerminationIn, {"note": note})
+    _lifecycle(hr_employees.cancel_termination, account, employee, data)
+
+
+@employees_app.command("rehire")
+def employees_rehire(
+    employee: EmployeeRef,
+    account: AccountOpt,
+    hire_date: Annotated[str, typer.Option("--hire-date", help="First day of the new period.")],
+) -> None:
+    """Start a new period of employment for a terminated employee."""
+    data = _model(RehireIn, {"hire_date": hire_date})
+    _lifecycle(hr_employees.rehire, account, employee, data)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _model(model: type[Model], raw: dict[str, Any]) -> Model:
+    """Validate options like the API does; each bad one is an error line and exit code 1."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        for error in pydantic_field_errors(exc):
+            typer.echo(f"error: {error.field}: {error.message}", err=True)
+        raise typer.Exit(1) from exc
+
+
 def _sync_service() -> tuple[SyncService, Engine]:
     settings = Settings()
     engine = make_engine(settings.resolved_database_url())
@@ -296,18 +423,40 @@ def lms_configure(
         raise typer.Exit(1) from exc
     service, engine = _sync_service()
     try:
-        with _session() as session:
-            accounts.get_account(session, account)
-            try:
-                service.put_interface(session, account, data)
-            except ValidationFailed as exc:
-                if not secret_stdin and any(e.field == "secret" for e in exc.errors):
-                    typer.echo("hint: give the secret again with --secret-stdin", err=True)
-                raise
+        saved = service.save_interface(account, data)
+    except ValidationFailed as exc:
+        if not secret_stdin and any(e.field == "secret" for e in exc.errors):
+            typer.echo("hint: give the secret again with --secret-stdin", err=True)
+        for error in exc.errors:
+            typer.echo(f"error: {error.field}: {error.message}", err=True)
+        raise typer.Exit(1) from exc
+    except DomainError as exc:
+        raise _fail(exc.message) from exc
     finally:
         service.close()
         engine.dispose()
-    typer.echo("LMS interface saved")
+    typer.echo("LMS interface saved; connection test:")
+    _print_findings(saved.connection_test.findings)
+    for name, count in saved.caught_up.items():
+        typer.echo(f'"{SWITCH_LABELS[name]}" is on again: {_employees(count)} it held back due now')
+    for name, count in saved.held_back.items():
+        typer.echo(f'"{SWITCH_LABELS[name]}" is off: it holds back {_employees(count)}')
+    if not saved.connection_test.ok:
+        # Exit 0: the save was kept (activation refuses on its own until the test passes).
+        typer.echo(
+            "warning: the LMS failed its connection test; the settings are saved, but "
+            "activation is refused until `lmsync lms test` reports no error",
+            err=True,
+        )
+
+
+def _employees(count: int) -> str:
+    return f"{count} employee{'' if count == 1 else 's'}"
+
+
+def _print_findings(findings: Sequence[CheckFinding | Finding], *, err: bool = False) -> None:
+    for finding in findings:
+        typer.echo(f"  [{finding.level:>7}] {finding.message}", err=err)
 
 
 @lms_app.command("test")
@@ -321,8 +470,7 @@ def lms_test(account: Annotated[str, typer.Option(help="Account id.")]) -> None:
     finally:
         service.close()
         engine.dispose()
-    for finding in report.findings:
-        typer.echo(f"  [{finding.level:>7}] {finding.message}")
+    _print_findings(report.findings)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -343,6 +491,8 @@ def sync(
     try:
         with service.sessions() as session:
             service.get_interface(session, account)
+        if activate:
+            service.check_lms(account)
         options = RunOptions(
             trigger="activation" if activate else "manual",
             dry_run=dry_run,
@@ -350,6 +500,9 @@ def sync(
             activating=activate,
         )
         summary = _run_with_progress(service, account, options)
+    except LmsCheckFailed as exc:
+        _print_findings(exc.findings, err=True)
+        raise _fail(exc.message) from exc
     except DomainError as exc:
         raise _fail(exc.message) from exc
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import date, timedelta
 from typing import Any
 
 from playwright.sync_api import Page, expect
@@ -86,15 +87,68 @@ def test_terminate_deactivates_the_lms_user(page: Page, site: Site) -> None:
     sign_in(page, "mhr_a@example.com")
     page.goto(f"/employees/{employee['id']}?tab=employment")
     page.get_by_role("link", name="Terminate…").click()
-    expect(page.get_by_text("Their LMS user will be deactivated at once")).to_be_visible()
+    expect(page.get_by_text("The termination date is the last day worked")).to_be_visible()
     shot(page, "terminate-confirm")
-    page.get_by_label("Termination date").fill("2026-11-20")
+    page.get_by_label("Last day worked").fill("2026-11-20")  # recorded after the fact
     page.get_by_label("Reason").fill("Resignation")
     page.get_by_role("button", name="Yes, terminate").click()
-    expect(page.get_by_role("status")).to_have_text("Terminated.")
+    expect(page.get_by_role("status")).to_have_text(
+        "Terminated: the LMS user is deactivated within seconds."
+    )
     wait_for(lambda: site.lms.by_email("leaver@example.com")[0]["active"] is False, timeout=5)
-    page.reload()
+    page.get_by_role("link", name="Security and Access").click()
     expect(page.locator("#lms-panel")).to_contain_text("deactivated")
+
+
+def test_a_resignation_shows_leaving_on_and_can_be_cancelled(page: Page, site: Site) -> None:
+    site.activate()
+    employee = site.hire("E-8", "notice@example.com", last_name="Ngô")
+    wait_for(lambda: _linked(site, employee["id"]), timeout=10)
+    last_day = (date.today() + timedelta(days=30)).isoformat()
+    sign_in(page, "mhr_a@example.com")
+    page.goto(f"/employees/{employee['id']}?tab=employment")
+    page.get_by_role("link", name="Terminate…").click()
+    page.get_by_label("Last day worked").fill(last_day)
+    page.get_by_label("Reason").fill("Resignation")
+    page.get_by_role("button", name="Yes, terminate").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "Termination recorded: the employee stays active until the last day worked ends."
+    )
+    expect(page.locator("#status-badge")).to_have_text(f"leaving on {last_day}")
+    expect(page.locator("#employment-status")).to_have_text(f"active, leaving on {last_day}")
+    shot(page, "employee-leaving")
+    page.get_by_role("link", name="Security and Access").click()
+    panel = page.locator("#lms-panel")
+    expect(panel).to_contain_text(f"when {last_day} ends")
+    time.sleep(0.5)  # the change run has had its chance: the user must stay active
+    assert site.lms.by_email("notice@example.com")[0]["active"] is True
+    page.goto("/employees?status=leaving")
+    row = page.get_by_role("row").filter(has_text="Ngô")
+    expect(row).to_contain_text(f"leaving on {last_day}")
+    shot(page, "employees-leaving")
+
+    # The resignation is withdrawn: cancel, and nothing changes in the LMS.
+    page.goto(f"/employees/{employee['id']}?tab=employment")
+    page.get_by_role("link", name="Cancel termination…").click()
+    expect(page.get_by_text("nothing changes in the LMS")).to_be_visible()
+    page.get_by_label("Note (why)").fill("Resignation withdrawn")
+    shot(page, "cancel-termination-confirm")
+    page.get_by_role("button", name="Yes, cancel the termination").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "Termination cancelled: the employment goes on."
+    )
+    expect(page.locator("#status-badge")).to_have_text("active")
+    expect(page.get_by_role("link", name="Terminate…")).to_be_visible()
+    latest = page.locator("#history tbody tr").first
+    expect(latest).to_contain_text(
+        f"Termination cancelled: last day worked {last_day}, reason: Resignation, "
+        "note: Resignation withdrawn"
+    )
+    expect(latest).to_contain_text("mhr_a@example.com")
+    shot(page, "employee-history")
+    assert site.lms.by_email("notice@example.com")[0]["active"] is True
+    events = site.api("GET", f"/api/v1/employees/{employee['id']}/events", site.world.mhr_a)
+    assert [e["kind"] for e in events.json()][-2:] == ["terminated", "termination_cancelled"]
 
 
 def test_activation_preview_then_confirm(page: Page, site: Site) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -77,3 +78,63 @@ def test_cli_errors_are_readable(cli: CliRunner) -> None:
     assert "no user with email" in run(cli, "token", "create", "--email", "x@y.example", code=1)
     run(cli, "user", "create", "--email", "dup@b.example")
     assert "already exists" in run(cli, "user", "create", "--email", "DUP@b.example", code=1)
+
+
+def test_cli_terminations(cli: CliRunner, database_url: str, tmp_path: Path) -> None:
+    account = run(cli, "account", "create", "--name", "Acme", "--company", "Acme inc.")
+    csv_file = tmp_path / "one.csv"
+    csv_file.write_text(
+        "employee_number,first_name,last_name,work_email,hire_date\n"
+        "E-1,Ann,Lee,ann@example.com,2024-01-02\n"
+    )
+    run(cli, "employees", "import", str(csv_file), "--account", account)
+    later = (date.today() + timedelta(days=40)).isoformat()
+    out = run(cli, "employees", "terminate", "E-1", "--account", account, "--date", later)
+    assert out.startswith(f"E-1: active, leaving on {later} (access ends ")
+    again = run(cli, "employees", "terminate", "E-1", "--account", account, "--date", later, code=1)
+    assert f"already leaving on {later}" in again
+    bad = run(
+        cli,
+        "employees",
+        "change-termination",
+        "E-1",
+        "--account",
+        account,
+        "--date",
+        "someday",
+        code=1,
+    )
+    assert "error: termination_date:" in bad
+    now = run(
+        cli,
+        "employees",
+        "change-termination",
+        "E-1",
+        "--account",
+        account,
+        "--effective-immediately",
+    )
+    assert now == "E-1: terminated"
+    early = run(
+        cli, "employees", "rehire", "E-1", "--account", account, "--hire-date", "2020-01-01", code=1
+    )
+    assert "error: hire_date: must not be before the termination date" in early
+    assert (
+        run(
+            cli,
+            "employees",
+            "cancel-termination",
+            "E-1",
+            "--account",
+            account,
+            "--note",
+            "recorded by mistake",
+        )
+        == "E-1: active"
+    )
+    missing = run(cli, "employees", "cancel-termination", "E-1", "--account", account, code=1)
+    assert "no termination to cancel" in missing
+    unknown = run(
+        cli, "employees", "terminate", "E-404", "--account", account, "--date", later, code=1
+    )
+    assert "no employee 'E-404'" in unknown

@@ -53,3 +53,50 @@ def test_upgrade_from_empty_matches_models_and_downgrades(empty_url: str) -> Non
         )
     finally:
         engine.dispose()
+
+
+def test_terminations_recorded_before_0005_stay_in_effect(empty_url: str) -> None:
+    """0005 replaces the stored status by the instant access ends: an employee terminated under
+    0004 (deactivated at once then) is terminated after the upgrade, and back after a downgrade."""
+    engine = make_engine(empty_url)
+    try:
+        migrate.upgrade(engine, "0004")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (id, name, company_name, default_language, timezone, "
+                    "user_sync_enabled, created_at, updated_at) VALUES ('a', 'A', 'A', 'en', "
+                    "'UTC', false, '2026-01-01', '2026-01-01')"
+                )
+            )
+            for number, status in (("1", "active"), ("2", "terminated")):
+                conn.execute(
+                    text(
+                        "INSERT INTO employees (id, account_id, employee_number, first_name, "
+                        "last_name, hire_date, status, termination_date, lms_excluded, "
+                        "created_at, updated_at) VALUES (:id, 'a', :n, 'F', 'L', '2024-01-01', "
+                        ":status, :ended, false, '2026-01-01', '2026-11-20 10:00:00')"
+                    ),
+                    {
+                        "id": f"e{number}",
+                        "n": number,
+                        "status": status,
+                        "ended": "2027-06-30" if status == "terminated" else None,
+                    },
+                )
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT id, access_ends_at, termination_immediate FROM employees ORDER BY id")
+            ).all()
+        assert [(r[0], r[1] is not None, bool(r[2])) for r in rows] == [
+            ("e1", False, False),
+            ("e2", True, True),  # ended when it was recorded, although dated 2027
+        ]
+        assert str(rows[1][1]).startswith("2026-11-20 10:00:00")
+        migrate.downgrade(engine, "0004")
+        with engine.connect() as conn:
+            statuses = conn.execute(text("SELECT status FROM employees ORDER BY id")).scalars()
+            assert list(statuses) == ["active", "terminated"]
+    finally:
+        engine.dispose()

@@ -32,6 +32,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
+from lmsync.lms.scim import (
+    CORE_USER,
+    DEFAULT_EXTENSION_ATTRIBUTES,
+    DEFAULT_EXTENSION_URN,
+    ENTERPRISE_USER,
+)
 from lmsync.log_config import configure as configure_logs
 from lmsync.settings import Settings
 from lmsync.web.app import create_app
@@ -60,6 +66,39 @@ def assert_no_secret(text: str) -> None:
 
 # --- an LMS that echoes what it receives ---------------------------------------------------------
 
+# What a server that passes Test connection publishes (activation runs the test first).
+DISCOVERY: dict[str, dict[str, Any]] = {
+    "ServiceProviderConfig": {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "patch": {"supported": True},
+        "filter": {"supported": True, "maxResults": 200},
+    },
+    "Schemas": {
+        "schemas": [LIST_URN],
+        "totalResults": 2,
+        "Resources": [
+            {"id": CORE_USER, "attributes": [{"name": "userName"}]},
+            {
+                "id": DEFAULT_EXTENSION_URN,
+                "attributes": [{"name": n} for n in DEFAULT_EXTENSION_ATTRIBUTES.values()],
+            },
+        ],
+    },
+    "ResourceTypes": {
+        "schemas": [LIST_URN],
+        "totalResults": 1,
+        "Resources": [
+            {
+                "name": "User",
+                "schemaExtensions": [
+                    {"schema": DEFAULT_EXTENSION_URN},
+                    {"schema": ENTERPRISE_USER},
+                ],
+            }
+        ],
+    },
+}
+
 
 @dataclass
 class Echo:
@@ -67,7 +106,8 @@ class Echo:
 
     ``answers`` by method ("*": any other): ("html", status) an HTML page, ("scim", status) a SCIM
     error document whose detail and scimType are the echo, ("json", status) other JSON holding
-    it, ("list", 200) an empty SCIM list (a server that works for reading)."""
+    it, ("list", 200) an empty SCIM list, and the discovery documents of a server that passes
+    Test connection (a server that works for reading)."""
 
     base_url: str
     answers: dict[str, tuple[str, int]] = field(default_factory=lambda: {"*": ("html", 404)})
@@ -99,7 +139,8 @@ def _echo_handler(echo: Echo) -> type[BaseHTTPRequestHandler]:
                 payload, content_type = json.dumps({"echo": received}), "application/json"
             else:
                 empty = {"schemas": [LIST_URN], "totalResults": 0, "Resources": []}
-                payload, content_type = json.dumps(empty), "application/scim+json"
+                document = DISCOVERY.get(self.path.rsplit("/", 1)[-1], empty)
+                payload, content_type = json.dumps(document), "application/scim+json"
             data = payload.encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -436,7 +477,8 @@ def test_the_settings_form_keeps_and_shows_the_guard(harness: Harness) -> None:
 
     form = {"csrf_token": csrf, "base_url": harness.lms.base_url, "auth_type": "bearer"}
     saved = harness.client.post(SETTINGS_PAGE, data=form, follow_redirects=False)
-    assert saved.status_code == 303
+    assert saved.status_code == 200  # the page itself, with the connection test
+    assert "LMS interface saved." in saved.text
     assert guard_of(harness) == GUARD  # a form without the fields changes none of them
 
     too_short = {**form, "guard_percent": "30", "guard_minimum": "0", "guard_window_minutes": "2"}
@@ -449,7 +491,7 @@ def test_the_settings_form_keeps_and_shows_the_guard(harness: Harness) -> None:
 
     changed = {**too_short, "guard_window_minutes": "90"}
     saved = harness.client.post(SETTINGS_PAGE, data=changed, follow_redirects=False)
-    assert saved.status_code == 303
+    assert saved.status_code == 200
     expected = {"guard_percent": 30, "guard_minimum": 0, "guard_window_minutes": 90}
     assert guard_of(harness) == expected
     assert re.search(
@@ -487,7 +529,10 @@ def test_the_plan_csv_neutralises_formulas(harness: Harness) -> None:
 
     assert plan.status_code == 200
     header, row = list(csv.reader(io.StringIO(plan.text)))
-    assert dict(zip(header, row, strict=True)) | {"reason": ""} == {
+    cells = dict(zip(header, row, strict=True))
+    assert cells["lms.first_name"] == "'" + formula  # the fields the row writes, too
+    assert cells["lms.last_name"] == "'@SUM(A1:A9)"
+    assert {k: v for k, v in cells.items() if not k.startswith("lms.")} | {"reason": ""} == {
         "employee_number": "'-1+2",
         "first_name": "'" + formula,
         "last_name": "'@SUM(A1:A9)",

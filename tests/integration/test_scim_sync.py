@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from datetime import datetime
 from functools import partial
 
 import pytest
 
+from tests.api.test_pages import sign_in
 from tests.integration.conftest import Harness, scim_user, wait_for
 
 EXT = "urn:ietf:params:scim:schemas:extension:lms:2.0:User"
@@ -295,6 +298,59 @@ def test_dry_run_writes_nothing(harness: Harness) -> None:
     outcomes = harness.run(run_id, action="create")["outcomes"]
     assert outcomes["total"] == 5
     assert {o["outcome"] for o in outcomes["items"]} == {"planned"}
+
+
+def test_the_preview_shows_every_field_a_creation_will_write(harness: Harness) -> None:
+    """The create-only fields (registration date, expiration +100 years, access mode) are in
+    the preview, in each planned creation, in the plan's CSV, and equal what the activation
+    then writes."""
+    newcomer = harness.hire("E-1", "new.comer@example.com", job_title="Nurse")
+    harness.lms.load([scim_user("already.there@example.com", "Ann", "There")])
+    harness.hire("E-2", "already.there@example.com")
+    preview = harness.client.post(
+        "/api/v1/lms/interface/activate", json={"dry_run": True}, headers=harness.mhr
+    ).json()
+    create_only = preview["create_only"]
+    assert create_only["access_mode"] == "Request"
+    registered = datetime.fromisoformat(create_only["registration_date"])
+    expires = datetime.fromisoformat(create_only["expiration_date"])
+    assert registered.date() == datetime.now(registered.tzinfo).date()
+    assert (expires.year - registered.year, expires.month, expires.day) == (
+        100,
+        registered.month,
+        registered.day,
+    )
+    plan = {o["action"]: o for o in harness.run(preview["run_id"])["outcomes"]["items"]}
+    assert plan["create"]["after"]["registration_date"] == create_only["registration_date"]
+    assert plan["create"]["after"]["expiration_date"] == create_only["expiration_date"]
+    assert plan["create"]["after"]["access_mode"] == "Request"
+    assert plan["create"]["after"]["job_title"] == "Nurse"
+    assert plan["create"]["after"]["notifications_enabled"] is True
+    assert "registration_date" not in (plan["link"]["after"] or {})  # a link never writes them
+
+    token = sign_in(harness.client, "mhr_a@example.com")
+    page = harness.client.post("/settings/interfaces/lms/preview", data={"csrf_token": token})
+    assert page.status_code == 200
+    shown = page.text.split('id="create-only"')[1].split("</dl>")[0]
+    assert create_only["registration_date"][:10] in shown
+    assert create_only["expiration_date"][:10] in shown
+    assert "Request" in shown
+    rows = list(
+        csv.DictReader(io.StringIO(harness.client.get(f"/sync/{preview['run_id']}/plan.csv").text))
+    )
+    by_number = {r["employee_number"]: r for r in rows}
+    assert by_number["E-1"]["lms.registration_date"] == create_only["registration_date"]
+    assert by_number["E-1"]["lms.access_mode"] == "Request"
+    assert by_number["E-1"]["lms.job_title"] == "Nurse"
+    assert by_number["E-2"]["lms.registration_date"] == ""
+
+    harness.activate()
+    [created] = harness.lms.by_email("new.comer@example.com")
+    extension = created[EXT]
+    assert datetime.fromisoformat(extension["registrationDate"]) == registered
+    assert datetime.fromisoformat(extension["expirationDate"]) == expires
+    assert extension["accessMode"] == create_only["access_mode"]
+    assert newcomer
 
 
 def test_transient_failures_are_survived(harness: Harness) -> None:

@@ -25,10 +25,10 @@ EXCLUDE_LABEL = (
     "Check this box to exclude this employee from the Learning Management System (LMS) interface"
 )
 
-EmployeeStatus = Literal["active", "terminated"]
+EmployeeStatus = Literal["active", "leaving", "terminated"]
 
 # Fields an HR manager edits directly; status and termination change only through
-# terminate/rehire.
+# terminate (and its change or cancellation) and rehire.
 EDITABLE_FIELDS: tuple[str, ...] = (
     "employee_number",
     "first_name",
@@ -95,11 +95,43 @@ class EmployeePatchIn(EmployeeFieldsIn):
     """``PATCH /employees/{id}``: only the fields sent change; ``null`` clears an optional one."""
 
 
+LAST_DAY_HELP = (
+    "The employee's last day worked. Access to the LMS ends when that day ends (00:00 the next "
+    "day in the account's time zone); until then the employee stays active, leaving on that date."
+)
+IMMEDIATE_HELP = (
+    "Effective immediately (e.g. a dismissal): the LMS user is deactivated within seconds, "
+    "whatever the termination date."
+)
+
+
 class TerminateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    termination_date: date = Field(examples=["2026-11-30"])
+    termination_date: date = Field(description=LAST_DAY_HELP, examples=["2026-11-30"])
     reason: str | None = Field(default=None, max_length=500, examples=["Resignation"])
+    effective_immediately: bool = Field(default=False, description=IMMEDIATE_HELP)
+
+
+class TerminationChangeIn(BaseModel):
+    """``PATCH /employees/{id}/termination``: change a scheduled termination (fields sent only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    termination_date: date | None = Field(
+        default=None, description=LAST_DAY_HELP, examples=["2027-01-15"]
+    )
+    reason: str | None = Field(default=None, max_length=500, examples=["Resignation"])
+    effective_immediately: bool | None = Field(default=None, description=IMMEDIATE_HELP)
+
+
+class CancelTerminationIn(BaseModel):
+    """``POST /employees/{id}/cancel-termination``: undo a termination recorded by mistake (or
+    a resignation withdrawn). Unlike a rehire, no new period of employment starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=500, examples=["Resignation withdrawn"])
 
 
 class RehireIn(BaseModel):

@@ -39,3 +39,28 @@ class Forbidden(DomainError):
 
 class Conflict(DomainError):
     """The request clashes with the current state (already terminated, duplicate number...)."""
+
+
+@dataclass(frozen=True)
+class CheckFinding:
+    """One finding of an LMS connection test: ``level`` ok | warning | error."""
+
+    level: str
+    message: str
+
+
+class LmsCheckFailed(Conflict):
+    """The LMS failed its connection test, so the activation (or its preview) was refused before
+    anything was written. ``findings`` are the test's, already bounded and redacted by the
+    connector (``lmsync.lms.remote_text``)."""
+
+    def __init__(self, findings: list[CheckFinding]) -> None:
+        errors = [f.message for f in findings if f.level == "error"]
+        plural = "s" if len(errors) != 1 else ""
+        first = f": {errors[0]}" if errors else ""
+        super().__init__(
+            f"activation refused: the LMS failed its connection test ({len(errors)} "
+            f"error{plural}{first}); nothing was written. Fix the interface's settings, then "
+            "test the connection again"
+        )
+        self.findings = findings

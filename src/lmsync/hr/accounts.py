@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from lmsync.domain.accounts import AccountCreateIn, AccountPatchIn, Role
 from lmsync.domain.errors import Conflict, DomainError, FieldError, NotFound, ValidationFailed
 from lmsync.domain.normalize import NormalizationError, normalize_email
+from lmsync.hr.employees import reschedule_for_timezone
 from lmsync.hr.principal import Principal
 from lmsync.security import hash_api_token, hash_password, new_api_token, password_problem
 from lmsync.storage.tables import Account, ApiToken, Employee, Membership, User, utcnow
@@ -52,15 +53,26 @@ def update_account(
     principal.require_operator()
     fields = patch.model_dump(exclude_unset=True)
     account = get_account(session, account_id)
+    timezone, was_enabled = account.timezone, account.user_sync_enabled
     for name, value in fields.items():
         if value is None:
             raise ValidationFailed([FieldError(name, "must not be null")])
         setattr(account, name, value)
-    if fields.get("user_sync_enabled"):
-        # Switching synchronization on makes every employee of the account due for a first pass.
+    if account.timezone != timezone:
+        reschedule_for_timezone(session, account, utcnow())
+    if account.user_sync_enabled and not was_enabled:
+        # Switching synchronization on makes every employee of the account due at once (one due
+        # later, at a scheduled termination, is brought forward: it may have been edited).
         now = utcnow()
-        for employee in session.scalars(select(Employee).where(Employee.account_id == account_id)):
-            employee.lms_due_at = employee.lms_due_at or now
+        session.execute(
+            update(Employee)
+            .where(
+                Employee.account_id == account_id,
+                or_(Employee.lms_due_at.is_(None), Employee.lms_due_at > now),
+            )
+            .values(lms_due_at=now)
+            .execution_options(synchronize_session=False)
+        )
     session.flush()
     return account
 

@@ -1,4 +1,5 @@
-"""Employee lifecycle: hire, update (incl. exclusion), terminate, rehire; one transaction each.
+"""Employee lifecycle: hire, update (incl. exclusion), terminate (scheduled or in effect, changed
+or cancelled), rehire; one transaction each.
 
 Every change that matters to the LMS sets ``lms_due_at`` in the same transaction, so the sync
 engine can never miss it (DESIGN §2: level-triggered, the change only marks the employee as due).
@@ -12,17 +13,20 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy import update as sa_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from lmsync.domain import employment
 from lmsync.domain.employees import (
     EDITABLE_FIELDS,
     LMS_RELEVANT_FIELDS,
+    CancelTerminationIn,
     EmployeeData,
     RehireIn,
     TerminateIn,
+    TerminationChangeIn,
     check_rehire,
     check_termination,
     normalize_employee,
@@ -35,8 +39,27 @@ from lmsync.storage.tables import Account, Employee, EmployeeEvent, utcnow
 NUMBER_TAKEN = "already used by another employee of this account"
 
 
-def account_today(account: Account) -> date:
-    return datetime.now(ZoneInfo(account.timezone)).date()
+def account_today(account: Account, now: datetime | None = None) -> date:
+    return (
+        (now or datetime.now(ZoneInfo(account.timezone)))
+        .astimezone(ZoneInfo(account.timezone))
+        .date()
+    )
+
+
+def status_condition(status: str, now: datetime) -> ColumnElement[bool]:
+    """Employees whose status as of ``now`` is ``status`` (``active`` includes those leaving:
+    they are employed until their last day ends)."""
+    ends = Employee.access_ends_at
+    if status == "terminated":
+        return and_(ends.is_not(None), ends <= now)
+    if status == "leaving":
+        return and_(ends.is_not(None), ends > now)
+    return or_(ends.is_(None), ends > now)
+
+
+def status_of(employee: Employee, now: datetime | None = None) -> employment.EmploymentStatus:
+    return employment.status_as_of(employee.access_ends_at, now or utcnow())
 
 
 def _account(session: Session, account_id: str) -> Account:
@@ -99,7 +122,6 @@ def hire(
     now = utcnow()
     employee = Employee(
         account_id=account.id,
-        status="active",
         created_at=now,
         updated_at=now,
         lms_due_at=None if data.lms_excluded else now,
@@ -185,39 +207,165 @@ def update(
     return employee, changed
 
 
+def _clean_reason(reason: str | None, field: str = "reason") -> str | None:
+    try:
+        return clean_text(reason, max_length=500)
+    except NormalizationError as exc:
+        raise ValidationFailed([FieldError(field, exc.message)]) from exc
+
+
+def _schedule(
+    employee: Employee,
+    account: Account,
+    termination_date: date,
+    *,
+    immediate: bool,
+    now: datetime,
+) -> None:
+    employee.termination_date = termination_date
+    employee.termination_immediate = immediate
+    employee.access_ends_at = employment.access_ends_at(
+        termination_date, account.timezone, immediate=immediate, recorded_at=now
+    )
+    # Due now: the run deactivates an ended access at once, or records "leaving" and moves the
+    # due time to the end of the last day worked (the worker wakes then).
+    employee.updated_at = now
+    employee.lms_due_at = now
+
+
+def _termination_details(employee: Employee, now: datetime) -> dict[str, Any]:
+    assert employee.termination_date is not None
+    assert employee.access_ends_at is not None
+    return {
+        "termination_date": employee.termination_date.isoformat(),
+        "effective_immediately": employee.termination_immediate,
+        "access_ends_at": employee.access_ends_at.isoformat(),
+        "status": status_of(employee, now),
+        "reason": employee.termination_reason,
+    }
+
+
+def _clear_termination(employee: Employee, now: datetime) -> None:
+    """No termination any more (cancelled, or a rehire): active, due for the LMS now."""
+    employee.termination_date = None
+    employee.termination_reason = None
+    employee.termination_immediate = False
+    employee.access_ends_at = None
+    employee.updated_at = now
+    employee.lms_due_at = now
+
+
 def terminate(
     session: Session,
     principal: Principal | None,
     account_id: str,
     employee_id: str,
     data: TerminateIn,
+    now: datetime | None = None,
 ) -> Employee:
-    """End the employment now; the LMS user is due for deactivation at once."""
+    """Record a termination. It takes effect when the last day worked ends (the LMS user stays
+    active until then), or at once when that day is past or it is "effective immediately"."""
+    now = now or utcnow()
     employee = get_employee(session, account_id, employee_id)
-    if employee.status == "terminated":
+    account = _account(session, account_id)
+    status = status_of(employee, now)
+    if status == "leaving":
+        assert employee.termination_date is not None
+        raise Conflict(
+            f"employee is already leaving on {employee.termination_date.isoformat()}; change "
+            "or cancel that termination instead"
+        )
+    if status == "terminated":
         assert employee.termination_date is not None
         raise Conflict(
             f"employee is already terminated (since {employee.termination_date.isoformat()})"
         )
     check_termination(employee.hire_date, data.termination_date)
-    try:
-        reason = clean_text(data.reason, max_length=500)
-    except NormalizationError as exc:
-        raise ValidationFailed([FieldError("reason", exc.message)]) from exc
-    now = utcnow()
-    employee.status = "terminated"
-    employee.termination_date = data.termination_date
+    employee.termination_reason = _clean_reason(data.reason)
+    _schedule(
+        employee, account, data.termination_date, immediate=data.effective_immediately, now=now
+    )
+    session.flush()
+    _record(session, employee, principal, "terminated", _termination_details(employee, now))
+    return employee
+
+
+def change_termination(
+    session: Session,
+    principal: Principal | None,
+    account_id: str,
+    employee_id: str,
+    data: TerminationChangeIn,
+    now: datetime | None = None,
+) -> Employee:
+    """Change a scheduled termination (date, reason, effective immediately) before it takes
+    effect; afterwards it can only be cancelled."""
+    now = now or utcnow()
+    employee = get_employee(session, account_id, employee_id)
+    account = _account(session, account_id)
+    status = status_of(employee, now)
+    if status == "active":
+        raise Conflict("employee has no termination to change")
+    assert employee.termination_date is not None
+    if status == "terminated":
+        raise Conflict(
+            f"the termination took effect (last day worked {employee.termination_date.isoformat()})"
+            "; cancel it if it was recorded by mistake, or rehire the employee"
+        )
+    sent = data.model_fields_set
+    nulls = [
+        FieldError(name, "must not be null")
+        for name in ("termination_date", "effective_immediately")
+        if name in sent and getattr(data, name) is None
+    ]
+    if nulls:
+        raise ValidationFailed(nulls)
+    day = data.termination_date if "termination_date" in sent else None
+    day = day or employee.termination_date
+    immediate = data.effective_immediately if "effective_immediately" in sent else None
+    immediate = employee.termination_immediate if immediate is None else immediate
+    check_termination(employee.hire_date, day)
+    reason = _clean_reason(data.reason) if "reason" in sent else employee.termination_reason
+    before = _termination_details(employee, now)
+    if (day, immediate, reason) == (
+        employee.termination_date,
+        employee.termination_immediate,
+        employee.termination_reason,
+    ):
+        return employee
     employee.termination_reason = reason
-    employee.updated_at = now
-    employee.lms_due_at = now
+    _schedule(employee, account, day, immediate=immediate, now=now)
     session.flush()
     _record(
         session,
         employee,
         principal,
-        "terminated",
-        {"termination_date": data.termination_date.isoformat(), "reason": reason},
+        "termination_changed",
+        {"before": before, "after": _termination_details(employee, now)},
     )
+    return employee
+
+
+def cancel_termination(
+    session: Session,
+    principal: Principal | None,
+    account_id: str,
+    employee_id: str,
+    data: CancelTerminationIn,
+    now: datetime | None = None,
+) -> Employee:
+    """Undo a termination, scheduled or in effect (recorded by mistake, resignation withdrawn).
+    The employment goes on as if it had not been recorded: the hire date stays; an LMS user
+    already deactivated is reactivated; a scheduled one changes nothing in the LMS."""
+    now = now or utcnow()
+    employee = get_employee(session, account_id, employee_id)
+    if employee.access_ends_at is None:
+        raise Conflict("employee has no termination to cancel")
+    note = _clean_reason(data.note, "note")
+    details = _termination_details(employee, now) | {"note": note}
+    _clear_termination(employee, now)
+    session.flush()
+    _record(session, employee, principal, "termination_cancelled", details)
     return employee
 
 
@@ -227,20 +375,25 @@ def rehire(
     account_id: str,
     employee_id: str,
     data: RehireIn,
+    now: datetime | None = None,
 ) -> Employee:
-    """Make a terminated employee active again from ``hire_date``; due for reactivation."""
+    """Start a new period of employment for a terminated employee from ``hire_date``; the LMS
+    user is due for reactivation."""
+    now = now or utcnow()
     employee = get_employee(session, account_id, employee_id)
-    if employee.status != "terminated":
+    status = status_of(employee, now)
+    if status == "leaving":
+        assert employee.termination_date is not None
+        raise Conflict(
+            f"employee is still employed (leaving on {employee.termination_date.isoformat()}); "
+            "cancel the termination instead"
+        )
+    if status != "terminated":
         raise Conflict("employee is active; only a terminated employee can be rehired")
     check_rehire(employee.termination_date, data.hire_date)
     previous = employee.termination_date
-    now = utcnow()
-    employee.status = "active"
     employee.hire_date = data.hire_date
-    employee.termination_date = None
-    employee.termination_reason = None
-    employee.updated_at = now
-    employee.lms_due_at = now
+    _clear_termination(employee, now)
     session.flush()
     _record(
         session,
@@ -253,6 +406,22 @@ def rehire(
         },
     )
     return employee
+
+
+def reschedule_for_timezone(session: Session, account: Account, now: datetime) -> int:
+    """The account's time zone changed: scheduled terminations end at the new midnight."""
+    moved = 0
+    for employee in session.scalars(
+        select(Employee).where(
+            Employee.account_id == account.id,
+            Employee.termination_immediate.is_(False),
+            status_condition("leaving", now),
+        )
+    ):
+        assert employee.termination_date is not None
+        _schedule(employee, account, employee.termination_date, immediate=False, now=now)
+        moved += 1
+    return moved
 
 
 @dataclass(frozen=True)
@@ -274,11 +443,17 @@ def text_condition(text: str) -> ColumnElement[bool]:
 
 
 def list_employees(
-    session: Session, account_id: str, filters: EmployeeFilter, *, limit: int, offset: int
+    session: Session,
+    account_id: str,
+    filters: EmployeeFilter,
+    *,
+    limit: int,
+    offset: int,
+    now: datetime | None = None,
 ) -> tuple[list[Employee], int]:
     query = select(Employee).where(Employee.account_id == account_id)
     if filters.status is not None:
-        query = query.where(Employee.status == filters.status)
+        query = query.where(status_condition(filters.status, now or utcnow()))
     if filters.excluded is not None:
         query = query.where(Employee.lms_excluded.is_(filters.excluded))
     if filters.text:

@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from lmsync.domain.employment import is_active, status_as_of
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on every backend (SQLite keeps no zone, so naive UTC is stored)."""
@@ -159,15 +161,34 @@ class Employee(Base):
     country: Mapped[str | None] = mapped_column(String(2))
     postal_code: Mapped[str | None] = mapped_column(String(20))
     hire_date: Mapped[date] = mapped_column(Date)
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    # The last day worked, when a termination is recorded (scheduled or in effect).
     termination_date: Mapped[date | None] = mapped_column(Date)
     termination_reason: Mapped[str | None] = mapped_column(String(500))
+    termination_immediate: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When access ends (the end of the last day worked in the account's time zone, or the time a
+    # termination "effective immediately" was recorded). The status is decided as of now from it
+    # (domain.employment): NULL active, later than now leaving, earlier terminated.
+    access_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lms_excluded: Mapped[bool] = mapped_column(Boolean, default=False)
     # Set (to the time of the change) in the same transaction as every change that matters to
-    # the LMS; the sync engine clears it once it has acted. NULL = nothing due.
+    # the LMS; the sync engine clears it once it has acted, or moves it to ``access_ends_at``
+    # while that is ahead, so that the worker wakes when the termination takes effect.
+    # NULL = nothing due.
     lms_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    # For display (pages, API): as of the wall clock. The sync decides with its own clock.
+    @property
+    def status(self) -> str:
+        """``active`` (employed, possibly leaving later) or ``terminated``."""
+        return "active" if is_active(self.access_ends_at, utcnow()) else "terminated"
+
+    @property
+    def leaving_on(self) -> date | None:
+        """The last day worked of a termination that has not taken effect yet."""
+        leaving = status_as_of(self.access_ends_at, utcnow()) == "leaving"
+        return self.termination_date if leaving else None
 
 
 class EmployeeEvent(Base):

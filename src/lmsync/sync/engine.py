@@ -29,6 +29,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from lmsync.domain.employment import is_active
 from lmsync.domain.errors import Conflict, NotFound
 from lmsync.lms.base import (
     AlreadyExistsError,
@@ -53,7 +54,7 @@ from lmsync.storage.tables import (
 from lmsync.sync import guard, lease, rules, snapshot
 from lmsync.sync.guard import GuardDecision, GuardSettings
 from lmsync.sync.lease import Claim, LeaseLost
-from lmsync.sync.mapping import create_only_fields, desired_fields
+from lmsync.sync.mapping import create_only_fields, desired_fields, shown
 from lmsync.sync.recording import Planned, Result, record_batch, record_plan
 from lmsync.sync.rules import Action, EmployeeView, Kind, LinkView, RemoteUser, Scope
 from lmsync.sync.snapshot import EmployeeRecord, LinkRecord, StateRecord
@@ -169,6 +170,7 @@ class SyncEngine:
         retry_attempts: int = 5,
         owner: str | None = None,
         lock_lease: timedelta = LOCK_LEASE,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
         self.secrets = secrets
@@ -177,6 +179,7 @@ class SyncEngine:
         self.retry_attempts = retry_attempts
         self.owner = owner or uuid.uuid4().hex
         self.lock_lease = lock_lease
+        self.clock = clock  # "now" for the rules (a termination takes effect at a boundary)
         self._claims_by_run: dict[str, Claim] = {}  # the runs this engine carries out now
 
     def connector_for(self, interface: LmsInterface, *, dry_run: bool) -> Connector:
@@ -245,7 +248,7 @@ class SyncEngine:
                 # Active only from here, under the account's lock: the worker (which looks at
                 # active interfaces only) cannot slip a change run in before the activation.
                 interface.active = True
-                interface.activated_at = interface.activated_at or utcnow()
+                interface.activated_at = interface.activated_at or self.clock()
                 session.flush()  # before the expunge below, which would drop the change
             scope = Scope(
                 user_sync_enabled=account.user_sync_enabled,
@@ -298,7 +301,7 @@ class SyncEngine:
         bound: Any,
         concurrency: int,
     ) -> RunSummary:
-        now = utcnow()
+        now = self.clock()
         with self.sessions() as session:
             planned = self._load(session, account, scope, options, now)
         remote_all: dict[str, RemoteUser] | None = None
@@ -307,7 +310,9 @@ class SyncEngine:
             remote_all = self._list_all(connector)
         self._correlate(connector, account.id, planned, scope, remote_all, concurrency)
         if options.dry_run:
-            self._record_plan(run_id, account.id, planned, "planned")
+            self._record_plan(
+                run_id, account.id, planned, "planned", create_only_fields(account, now)
+            )
             return self._finish(run_id, "succeeded", _count(planned), None)
         decision = None
         if not options.approved:
@@ -393,7 +398,7 @@ class SyncEngine:
         the size of the account."""
         due_only = not options.full and options.employee_ids is None
         employees = snapshot.employees(
-            session, account.id, employee_ids=options.employee_ids, due_only=due_only
+            session, account.id, employee_ids=options.employee_ids, due_only=due_only, now=now
         )
         ids = None if options.full else [e.id for e in employees]
         states = snapshot.by_employee(session, StateRecord, account.id, ids)
@@ -403,14 +408,15 @@ class SyncEngine:
         links = snapshot.by_employee(session, LinkRecord, account.id, ids)
         keys = {e.work_email_key for e in employees if e.work_email_key}
         among = keys if not options.full and len(keys) <= 500 else None
-        shared = snapshot.shared_email_keys(session, account.id, among)
+        shared = snapshot.shared_email_keys(session, account.id, among, now)
         # Terminations first: they are the ones that must not wait.
-        employees.sort(key=lambda e: (e.status != "terminated", e.id))
+        active = {e.id: is_active(e.access_ends_at, now) for e in employees}
+        employees.sort(key=lambda e: (active[e.id], e.id))
         planned = []
         for employee in employees:
             view = EmployeeView(
                 id=employee.id,
-                active=employee.status == "active",
+                active=active[employee.id],
                 excluded=employee.lms_excluded,
                 email_key=employee.work_email_key,
                 email_shared=employee.work_email_key in shared,
@@ -660,7 +666,7 @@ class SyncEngine:
                 lms_active=True,
                 written=desired,
                 drop_link=action.drop_link,
-                after={**desired, **{k: str(v) for k, v in create_only.items()}},
+                after={**desired, **shown(create_only)},
             )
         if kind == Kind.LINK:
             assert action.lms_user_id is not None
@@ -799,17 +805,26 @@ class SyncEngine:
         """Keep one batch of results (see ``recording``): one transaction, a few statements."""
         with self.sessions() as session, session.begin():
             self._fence(session, run_id)
-            record_batch(session.connection(), run_id, account_id, results, done, total, utcnow())
+            record_batch(
+                session.connection(), run_id, account_id, results, done, total, self.clock()
+            )
 
     def _record_plan(
-        self, run_id: str, account_id: str, planned: list[Planned], outcome: str
+        self,
+        run_id: str,
+        account_id: str,
+        planned: list[Planned],
+        outcome: str,
+        create_only: Mapping[str, Any],
     ) -> None:
-        now = utcnow()
+        now = self.clock()
         for start in range(0, len(planned), 1000):
             with self.sessions() as session, session.begin():
                 self._fence(session, run_id)
                 chunk = planned[start : start + 1000]
-                record_plan(session.connection(), run_id, account_id, chunk, outcome, now)
+                record_plan(
+                    session.connection(), run_id, account_id, chunk, outcome, now, create_only
+                )
 
     def _interrupted(self, run_id: str, message: str) -> RunSummary:
         """End a run this server can no longer carry out (its own row only, if still ours)."""
@@ -920,7 +935,7 @@ def has_ready_work(session: Session, account_id: str, now: datetime) -> bool:
         .outerjoin(LmsState, LmsState.employee_id == Employee.id)
         .where(
             Employee.account_id == account_id,
-            Employee.lms_due_at.is_not(None),
+            Employee.lms_due_at <= now,
             (LmsState.next_attempt_at.is_(None)) | (LmsState.next_attempt_at <= now),
             (LmsState.rejected_record_at.is_(None))
             | (Employee.updated_at > LmsState.rejected_record_at),
@@ -928,3 +943,12 @@ def has_ready_work(session: Session, account_id: str, now: datetime) -> bool:
         .limit(1)
     )
     return session.scalar(query) is not None
+
+
+def next_due(session: Session, account_id: str, now: datetime) -> datetime | None:
+    """When the account's next employee falls due after ``now`` (a scheduled termination)."""
+    return session.scalar(
+        select(func.min(Employee.lms_due_at)).where(
+            Employee.account_id == account_id, Employee.lms_due_at > now
+        )
+    )

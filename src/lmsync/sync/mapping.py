@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -71,3 +72,8 @@ def create_only_fields(account: Account, now: datetime) -> dict[str, Any]:
         "expiration_date": datetime.combine(expires, time(0, 0), tzinfo=zone),
         "access_mode": ACCESS_MODE,
     }
+
+
+def shown(create_only: Mapping[str, Any]) -> dict[str, Any]:
+    """Create-only values as a run's history shows them (ISO 8601 for the dates)."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in create_only.items()}

@@ -26,6 +26,7 @@ from lmsync.storage.tables import (
     SyncRun,
     table_of,
 )
+from lmsync.sync.mapping import shown
 from lmsync.sync.rules import Action, EmployeeView, Kind
 from lmsync.sync.snapshot import EmployeeRecord, LinkRecord, StateRecord
 
@@ -82,11 +83,12 @@ _UPDATE_LINK = (
     )
 )
 # Compare-and-clear: a change made while the run worked moved the employee's due time, so the
-# employee stays due. (One statement per row: a row-value IN list makes PostgreSQL scan.)
+# employee stays due. An employee leaving later becomes due again when the termination takes
+# effect. (One statement per row: a row-value IN list makes PostgreSQL scan.)
 _CLEAR_DUE = (
     EMPLOYEES.update()
     .where(EMPLOYEES.c.id == bindparam("key_id"), EMPLOYEES.c.lms_due_at == bindparam("seen"))
-    .values(lms_due_at=None)
+    .values(lms_due_at=bindparam("next"))
 )
 _STATE_FIELDS = (
     "action",
@@ -175,8 +177,12 @@ def record_plan(
     planned: list[Planned],
     outcome: str,
     now: datetime,
+    create_only: Mapping[str, Any] | None = None,
 ) -> None:
-    """Keep a plan that was not carried out (a dry run, or a run held by the guard)."""
+    """Keep a plan that was not carried out (a dry run, or a run held by the guard). A planned
+    creation shows every field it would write, the create-only ones (``create_only``) included,
+    as the outcome of the real creation does."""
+    extra = shown(create_only or {})
     rows = [
         _outcome_row(
             run_id,
@@ -188,7 +194,12 @@ def record_plan(
             reason=item.action.reason,
             lms_user_id=item.action.lms_user_id or (item.link.lms_user_id if item.link else None),
             before=None,
-            after=dict(item.action.changes) or None,
+            after=(
+                {**item.action.changes, **extra}
+                if item.action.kind == Kind.CREATE
+                else dict(item.action.changes)
+            )
+            or None,
         )
         for item in planned
     ]
@@ -300,8 +311,11 @@ def _state_change(
 
 
 def _clear(batch: _Batch, item: Planned, clear: bool) -> None:
-    if clear and item.employee.lms_due_at is not None:
-        batch.cleared.append({"key_id": item.employee.id, "seen": item.employee.lms_due_at})
+    employee = item.employee
+    if clear and employee.lms_due_at is not None:
+        # Decided active with an end ahead (leaving): due again the moment access ends.
+        ends = employee.access_ends_at if item.view.active else None
+        batch.cleared.append({"key_id": employee.id, "seen": employee.lms_due_at, "next": ends})
 
 
 def _outcome_row(

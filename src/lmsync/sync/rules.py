@@ -13,6 +13,10 @@ from typing import Any
 
 WORK_EMAIL_REQUIRED = "work email required"
 DUPLICATE_HR_EMAIL = "duplicate work email in HR"
+# Why a switch of the interface holds an employee back (sync.held_back counts those employees,
+# and makes them due when the switch is turned back on).
+SYNC_USERS_OFF = "LMS user synchronization is switched off"
+DEACTIVATION_OFF = "terminated; deactivation of LMS users is switched off"
 
 FieldValues = Mapping[str, Any]
 
@@ -138,7 +142,7 @@ def decide(
     if not employee.active:
         return Action(Kind.NONE, "terminated; never created in the LMS", drop_link=drop)
     if not scope.sync_users:
-        return Action(Kind.NONE, "LMS user synchronization is switched off", drop_link=drop)
+        return Action(Kind.NONE, SYNC_USERS_OFF, drop_link=drop)
     if employee.email_key is None:
         return Action(Kind.SKIP, WORK_EMAIL_REQUIRED, drop_link=drop)
     if employee.email_shared:
@@ -180,10 +184,10 @@ def _linked(employee: EmployeeView, link: LinkView, scope: Scope) -> Action:
                 refresh=LinkRefresh(False) if stale else None,
             )
         if not scope.deactivate_terminated:
-            return none("terminated; deactivation of LMS users is switched off")
+            return none(DEACTIVATION_OFF)
         return Action(Kind.DEACTIVATE, "terminated", lms_user_id=link.lms_user_id)
     if not scope.sync_users:
-        return none("LMS user synchronization is switched off")
+        return none(SYNC_USERS_OFF)
     current = link.remote.fields if link.remote is not None else link.written
     changes = diff(employee.desired, current)
     if not remote_active:

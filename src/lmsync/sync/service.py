@@ -17,9 +17,17 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from lmsync.domain.employment import is_active
+from lmsync.domain.errors import (
+    CheckFinding,
+    Conflict,
+    FieldError,
+    LmsCheckFailed,
+    NotFound,
+    ValidationFailed,
+)
 from lmsync.domain.interface import InterfaceIn
-from lmsync.hr.employees import text_condition
+from lmsync.hr.employees import status_condition, text_condition
 from lmsync.lms.base import ConnectionReport, LmsError
 from lmsync.lms.host_policy import NOT_ALLOWED
 from lmsync.lms.registry import host_policy_of
@@ -35,10 +43,10 @@ from lmsync.storage.tables import (
     SyncRun,
     utcnow,
 )
-from lmsync.sync import recovery, rules, snapshot
+from lmsync.sync import held_back, recovery, rules, snapshot
 from lmsync.sync.engine import RunOptions, RunSummary, RunTakenOver, SyncBusy, SyncEngine
 from lmsync.sync.guard import held_employee_ids
-from lmsync.sync.mapping import desired_fields
+from lmsync.sync.mapping import create_only_fields, desired_fields, shown
 from lmsync.sync.worker import SyncWorker, next_full_pass
 
 log = structlog.get_logger("lmsync.sync")
@@ -57,6 +65,18 @@ ENABLE_SYNC_FIRST = (
 def minute_for(account_id: str) -> int:
     """Spread accounts over the hour: a stable minute derived from the account id."""
     return int(hashlib.sha256(account_id.encode()).hexdigest(), 16) % 60
+
+
+@dataclass(frozen=True)
+class InterfaceSaved:
+    """A saved interface, the connection test run once the save was committed, and what its
+    switches hold back (``held_back``: the switches that are off) or just made due
+    (``caught_up``: the switches turned back on); see ``sync.held_back``."""
+
+    interface: LmsInterface
+    connection_test: ConnectionReport
+    held_back: dict[str, int]
+    caught_up: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -146,11 +166,34 @@ class SyncService:
             raise NotFound("the LMS interface is not configured yet")
         return interface
 
+    def save_interface(self, account_id: str, data: InterfaceIn) -> InterfaceSaved:
+        """Save the interface (``put_interface``) and count what its switches hold back, in one
+        transaction; then wake the worker for what a switch turned back on made due, and run the
+        connection test. The save is kept whatever the test finds."""
+        with self.sessions() as session, session.begin():
+            account = session.get(Account, account_id)
+            if account is None:
+                raise NotFound("account not found")
+            interface, caught_up = self._put(session, account_id, data)
+            counts = held_back.count(session, account, interface, self.engine.clock())
+            session.refresh(interface)  # server-set values, readable once the session is closed
+        self.changed()
+        report = self.test_interface(account_id)
+        return InterfaceSaved(interface, report, counts, caught_up)
+
     def put_interface(self, session: Session, account_id: str, data: InterfaceIn) -> LmsInterface:
+        """Save the interface in the caller's transaction (see ``_put``)."""
+        return self._put(session, account_id, data)[0]
+
+    def _put(
+        self, session: Session, account_id: str, data: InterfaceIn
+    ) -> tuple[LmsInterface, dict[str, int]]:
         """Save the interface. Refused (``ValidationFailed``) when the URL is outside the
         operator's host policy, or when the stored secret would go to another address or in
         another way (URL, authentication type, basic user name, API key header) without being
-        entered again. Omitted ``guard_*`` fields keep their stored values."""
+        entered again. Omitted ``guard_*`` fields keep their stored values. A switch turned
+        back on makes what it held back due in the same transaction; returns how many employees
+        each such switch made due."""
 
         base_url = str(data.base_url).rstrip("/")
         interface = session.get(LmsInterface, account_id)
@@ -180,9 +223,12 @@ class SyncService:
             )
         if problems:
             raise ValidationFailed(problems)
+        was_off: set[str] = set()
         if interface is None:
             interface = LmsInterface(account_id=account_id, minute_of_hour=minute_for(account_id))
             session.add(interface)
+        else:
+            was_off = {name for name, on in held_back.switches_of(interface).items() if not on}
         interface.connector = data.connector
         interface.base_url = base_url
         interface.auth_type = data.auth_type
@@ -200,7 +246,12 @@ class SyncService:
         if data.secret is not None:
             interface.secret_encrypted = self.secrets.encrypt(data.secret) if data.secret else None
         session.flush()
-        return interface
+        turned_on = [name for name in held_back.SWITCHES if name in was_off and getattr(data, name)]
+        if not turned_on:
+            return interface, {}
+        account = session.get_one(Account, account_id)
+        now = self.engine.clock()
+        return interface, held_back.catch_up(session, account, interface, turned_on, now)
 
     def test_interface(self, account_id: str) -> ConnectionReport:
         with self.sessions() as session:
@@ -216,6 +267,13 @@ class SyncService:
             return connector.test()
         finally:
             connector.close()
+
+    def check_lms(self, account_id: str) -> None:
+        """Run the connection test; ``LmsCheckFailed`` with its findings when it reports an
+        error (before an activation or its preview: nothing is written then)."""
+        report = self.test_interface(account_id)
+        if not report.ok:
+            raise LmsCheckFailed([CheckFinding(f.level, f.message) for f in report.findings])
 
     # -- runs ------------------------------------------------------------------------------------
     def _new_queued(
@@ -295,15 +353,27 @@ class SyncService:
         """Run synchronously (dry runs, the CLI, tests)."""
         return self.engine.run(account_id, options)
 
+    def create_only_preview(self, account_id: str) -> dict[str, Any]:
+        """The create-only values every LMS user created now gets (DESIGN §3), as the plan and
+        the run's history show them."""
+        with self.sessions() as session:
+            account = session.get_one(Account, account_id)
+            return shown(create_only_fields(account, self.engine.clock()))
+
     def activate(self, account_id: str, *, dry_run: bool, actor: str | None) -> RunSummary | str:
         """First activation. A dry run returns the preview; otherwise the activation run starts
-        (every employee: match by email, create the rest) and makes the interface active."""
+        (every employee: match by email, create the rest) and makes the interface active. Both
+        run the connection test first and are refused (``LmsCheckFailed``), with nothing
+        written, when it reports an error."""
         with self.sessions() as session, session.begin():
             account = session.get_one(Account, account_id)
-            self.get_interface(session, account_id)
+            active = self.get_interface(session, account_id).active
             if not account.user_sync_enabled:
                 raise Conflict(ENABLE_SYNC_FIRST)
-        # "Already active" is checked by _queue, under the interface's row lock.
+        if dry_run or not active:
+            # An active interface is answered by _queue (the activation run already queued or
+            # running, or "already active"), under the interface's row lock.
+            self.check_lms(account_id)
         options = RunOptions(
             trigger="activation", dry_run=dry_run, full=True, activating=True, actor_user_id=actor
         )
@@ -413,8 +483,9 @@ class SyncService:
         return list(rows), total
 
     def employee_state(
-        self, session: Session, account_id: str, employee_id: str
+        self, session: Session, account_id: str, employee_id: str, now: datetime | None = None
     ) -> EmployeeLmsState:
+        now = now or self.engine.clock()
         employee = session.get(Employee, employee_id)
         if employee is None or employee.account_id != account_id:
             raise NotFound("employee not found")
@@ -438,10 +509,10 @@ class SyncService:
         )
         view = rules.EmployeeView(
             id=employee.id,
-            active=employee.status == "active",
+            active=is_active(employee.access_ends_at, now),
             excluded=employee.lms_excluded,
             email_key=employee.work_email_key,
-            email_shared=_email_shared(session, employee),
+            email_shared=_email_shared(session, employee, now),
             desired=desired_fields(employee, account),
         )
         link_view = (
@@ -452,21 +523,36 @@ class SyncService:
             rules.Kind.CORRELATE: "look up the work email in the LMS, then link or create",
         }.get(action.kind, action.kind.value)
         when, at = _when(action, employee, interface, state)
+        reason = (
+            state.reason if state and label in ("skipped", "conflict", "error", "held") else ""
+        ) or (
+            action.reason
+            if action.kind in (rules.Kind.SKIP, rules.Kind.CONFLICT, rules.Kind.NONE)
+            else ""
+        )
+        next_action = next_action if action.kind != rules.Kind.NONE else "none"
+        ends, last_day = employee.access_ends_at, employee.termination_date
+        if (
+            action.kind == rules.Kind.NONE
+            and view.active
+            and ends is not None
+            and last_day is not None
+            and link is not None
+            and not employee.lms_excluded
+            and scope.deactivate_terminated
+        ):
+            # Leaving: nothing to do before the last day worked ends; then, deactivation.
+            next_action, at = "deactivate", ends
+            when = f"when {last_day.isoformat()} ends (the last day worked)"
+            reason = f"leaving on {last_day.isoformat()}"
         return EmployeeLmsState(
             state=label,
             made_by=link.made_by if link else None,
             lms_user_id=link.lms_user_id if link else None,
             lms_active=link.lms_active if link else None,
-            reason=(
-                state.reason if state and label in ("skipped", "conflict", "error", "held") else ""
-            )
-            or (
-                action.reason
-                if action.kind in (rules.Kind.SKIP, rules.Kind.CONFLICT, rules.Kind.NONE)
-                else ""
-            ),
+            reason=reason,
             last_sync_at=state.at if state else None,
-            next_action=next_action if action.kind != rules.Kind.NONE else "none",
+            next_action=next_action,
             next_action_at=at,
             next_action_when=when,
         )
@@ -490,7 +576,7 @@ def _queued_twin(session: Session, account_id: str, options: RunOptions) -> str 
     return None
 
 
-def _email_shared(session: Session, employee: Employee) -> bool:
+def _email_shared(session: Session, employee: Employee, now: datetime) -> bool:
     if employee.work_email_key is None:
         return False
     count = session.scalar(
@@ -499,7 +585,7 @@ def _email_shared(session: Session, employee: Employee) -> bool:
         .where(
             Employee.account_id == employee.account_id,
             Employee.work_email_key == employee.work_email_key,
-            Employee.status == "active",
+            status_condition("active", now),
             Employee.lms_excluded.is_(False),
         )
     )
@@ -564,6 +650,7 @@ def employees_with_state(
     lms_state: str | None,
     limit: int,
     offset: int,
+    now: datetime | None = None,
 ) -> tuple[list[tuple[Employee, str]], int]:
     """A page of employees with their LMS state, filtered like the employees list."""
     state_col = lms_state_column().label("lms_state")
@@ -574,7 +661,7 @@ def employees_with_state(
         .where(Employee.account_id == account_id)
     )
     if status:
-        query = query.where(Employee.status == status)
+        query = query.where(status_condition(status, now or utcnow()))
     if excluded is not None:
         query = query.where(Employee.lms_excluded.is_(excluded))
     if lms_state:

@@ -8,10 +8,10 @@ under the account's lock, so the snapshot is what the recording compares against
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from lmsync.storage.tables import Employee, LmsLink, LmsState, table_of
@@ -42,7 +42,8 @@ class EmployeeRecord(NamedTuple):
     province: str | None
     country: str | None
     postal_code: str | None
-    status: str
+    termination_date: date | None
+    access_ends_at: datetime | None  # None: no termination; the status is decided as of now
     lms_excluded: bool
     lms_due_at: datetime | None
     updated_at: datetime
@@ -110,13 +111,18 @@ def _read_among(
 
 
 def employees(
-    session: Session, account_id: str, *, employee_ids: list[str] | None, due_only: bool
+    session: Session,
+    account_id: str,
+    *,
+    employee_ids: list[str] | None,
+    due_only: bool,
+    now: datetime,
 ) -> list[EmployeeRecord]:
-    """The account's employees: these ids, or all of them; ``due_only``: the due ones only."""
+    """The account's employees: these ids, or all of them; ``due_only``: those due by ``now``."""
     table = table_of(Employee)
     query = select(*EMPLOYEE_COLUMNS).where(table.c.account_id == account_id)
     if due_only:
-        query = query.where(table.c.lms_due_at.is_not(None))
+        query = query.where(table.c.lms_due_at <= now)
     return list(_read_among(session, query, EmployeeRecord, table.c.id, employee_ids))
 
 
@@ -134,16 +140,18 @@ def by_employee(
     return {row.employee_id: row for row in rows}
 
 
-def shared_email_keys(session: Session, account_id: str, among: set[str] | None) -> set[str]:
-    """Work email keys held by more than one active, included employee of the account.
-
-    ``among`` narrows the question to these keys (an incremental run asks about its own)."""
+def shared_email_keys(
+    session: Session, account_id: str, among: set[str] | None, now: datetime
+) -> set[str]:
+    """Work email keys held by more than one active (as of ``now``), included employee of the
+    account. ``among`` narrows the question to these keys (an incremental run asks about its
+    own)."""
     table = table_of(Employee)
     query = (
         select(table.c.work_email_key)
         .where(
             table.c.account_id == account_id,
-            table.c.status == "active",
+            or_(table.c.access_ends_at.is_(None), table.c.access_ends_at > now),
             table.c.lms_excluded.is_(False),
             table.c.work_email_key.is_not(None),
         )

@@ -1,9 +1,10 @@
 """The in-process triggers: due employees within seconds, and an hourly full pass per account.
 
 One background thread. ``wake()`` (called after an HR change commits) makes it look at once;
-otherwise it looks every ``poll_seconds``. Accounts are spread over the hour by their interface's
-``minute_of_hour``. With "automatic transfer at each hour" off, it leaves the account alone: only
-a manual sync writes.
+otherwise it looks every ``poll_seconds``, or sooner when an employee becomes due before that (a
+termination that takes effect at the end of the last day worked). Accounts are spread over the
+hour by their interface's ``minute_of_hour``. With "automatic transfer at each hour" off, it
+leaves the account alone: only a manual sync writes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from lmsync.domain.errors import Conflict
 from lmsync.storage.tables import Account, LmsInterface, utcnow
-from lmsync.sync.engine import RunOptions, SyncEngine, has_ready_work
+from lmsync.sync.engine import RunOptions, SyncEngine, has_ready_work, next_due
 
 log = structlog.get_logger("lmsync.worker")
 
@@ -41,12 +42,13 @@ class SyncWorker:
         sessions: sessionmaker[Session],
         *,
         poll_seconds: float = 2.0,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.engine = engine
         self.sessions = sessions
         self.poll_seconds = poll_seconds
-        self.clock = clock
+        self.clock = clock or engine.clock
+        self._next_due: datetime | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,7 +73,14 @@ class SyncWorker:
                 self.tick()
             except Exception:  # the worker must survive anything one account does
                 log.exception("sync worker tick failed")
-            self._wake.wait(self.poll_seconds)
+            self._wake.wait(self._pause())
+
+    def _pause(self) -> float:
+        """Seconds until the next look: the poll interval, or less when something falls due."""
+        if self._next_due is None:
+            return self.poll_seconds
+        until = (self._next_due - self.clock()).total_seconds()
+        return min(self.poll_seconds, max(until, 0.0))
 
     def tick(self) -> int:
         """Run what is due now; returns how many runs were started."""
@@ -100,6 +109,7 @@ class SyncWorker:
                 )
                 for row in rows
             ]
+
         started = 0
         for account_id, due, hourly in work:
             if self._stop.is_set():
@@ -115,4 +125,13 @@ class SyncWorker:
                     started += 1
                 except Conflict:
                     log.info("sync busy; will look again", account_id=account_id)
+        self._next_due = self._earliest_due([account_id for account_id, _, _ in work])
         return started
+
+    def _earliest_due(self, account_ids: list[str]) -> datetime | None:
+        """After the runs (which move a leaving employee's due time to the end of their last
+        day): the earliest time an employee of these accounts falls due."""
+        now = self.clock()
+        with self.sessions() as session:
+            upcoming = [next_due(session, account_id, now) for account_id in account_ids]
+        return min((at for at in upcoming if at is not None), default=None)

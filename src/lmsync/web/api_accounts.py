@@ -80,5 +80,8 @@ def get_account(account_id: str, state: State, caller: Caller) -> AccountOut:
 def patch_account(
     account_id: str, body: AccountPatchIn, state: State, caller: Caller
 ) -> AccountOut:
+    """Switching user synchronization on makes every employee of the account due at once."""
     with state.uow() as session:
-        return AccountOut.model_validate(accounts.update_account(session, caller, account_id, body))
+        out = AccountOut.model_validate(accounts.update_account(session, caller, account_id, body))
+    state.sync.changed()  # committed: the worker looks at once
+    return out

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from lmsync.domain.employees import EmployeeCreateIn, EmployeePatchIn, RehireIn, TerminateIn
+from lmsync.domain.employees import (
+    CancelTerminationIn,
+    EmployeeCreateIn,
+    EmployeePatchIn,
+    RehireIn,
+    TerminateIn,
+    TerminationChangeIn,
+)
 from lmsync.hr import csv_import, employees, imports
+from lmsync.storage.tables import Employee
 from lmsync.web.deps import Caller, Paging, State, paged
 from lmsync.web.idempotency import IdempotencyKey, fingerprint, run_once
 from lmsync.web.problems import PROBLEM_RESPONSES
@@ -56,7 +66,13 @@ def list_employees(
     caller: Caller,
     page: Paging,
     request: Request,
-    status: Annotated[Literal["active", "terminated"] | None, Query()] = None,
+    status: Annotated[
+        Literal["active", "leaving", "terminated"] | None,
+        Query(
+            description="As of now: `active` includes the employees leaving later; `leaving` "
+            "only those whose termination has not taken effect yet."
+        ),
+    ] = None,
     excluded: Annotated[bool | None, Query(description="Only excluded (true) or included.")] = None,
     q: Annotated[
         str | None, Query(max_length=200, description="Text in name, email or number.")
@@ -205,23 +221,59 @@ def patch_employee(
 def terminate_employee(
     employee_id: str, body: TerminateIn, state: State, caller: Caller
 ) -> EmployeeOut:
-    """The employee's LMS user becomes due for deactivation at once."""
-    account_id = caller.writable_account()
-    with state.uow() as session:
-        out = EmployeeOut.model_validate(
-            employees.terminate(session, caller, account_id, employee_id, body)
-        )
-    state.sync.changed()
-    return out
+    """Record a termination; `termination_date` is the last day worked. Dated before today (in
+    the account's time zone), or `effective_immediately`: the LMS user is deactivated within
+    seconds. Dated today or later: the employee stays active, `leaving_on` that date, and the LMS
+    user is deactivated within seconds after that day ends. 409 when a termination is already
+    recorded (change or cancel it instead)."""
+    return _lifecycle(employees.terminate, employee_id, body, state, caller)
+
+
+@router.patch(
+    "/{employee_id}/termination",
+    response_model=EmployeeOut,
+    summary="Change a scheduled termination",
+)
+def change_termination(
+    employee_id: str, body: TerminationChangeIn, state: State, caller: Caller
+) -> EmployeeOut:
+    """Change the last day worked, the reason or `effective_immediately` of a termination that
+    has not taken effect yet (only the fields sent change). 409 once it took effect: cancel it
+    (recorded by mistake) or rehire."""
+    return _lifecycle(employees.change_termination, employee_id, body, state, caller)
+
+
+@router.post(
+    "/{employee_id}/cancel-termination",
+    response_model=EmployeeOut,
+    summary="Cancel a termination (scheduled, or recorded by mistake)",
+)
+def cancel_termination(
+    employee_id: str, body: CancelTerminationIn, state: State, caller: Caller
+) -> EmployeeOut:
+    """Undo the employee's termination, whether it took effect or not: the employment goes on
+    with the same hire date (unlike a rehire, which starts a new period of employment). A
+    deactivated LMS user is reactivated; a scheduled termination changes nothing in the LMS."""
+    return _lifecycle(employees.cancel_termination, employee_id, body, state, caller)
 
 
 @router.post("/{employee_id}/rehire", response_model=EmployeeOut, summary="Rehire an employee")
 def rehire_employee(employee_id: str, body: RehireIn, state: State, caller: Caller) -> EmployeeOut:
+    return _lifecycle(employees.rehire, employee_id, body, state, caller)
+
+
+def _lifecycle(
+    step: Callable[[Session, Caller, str, str, Any], Employee],
+    employee_id: str,
+    body: BaseModel,
+    state: State,
+    caller: Caller,
+) -> EmployeeOut:
+    """One lifecycle step (terminate, change or cancel a termination, rehire) in its own
+    transaction; the worker looks at once after the commit."""
     account_id = caller.writable_account()
     with state.uow() as session:
-        out = EmployeeOut.model_validate(
-            employees.rehire(session, caller, account_id, employee_id, body)
-        )
+        out = EmployeeOut.model_validate(step(session, caller, account_id, employee_id, body))
     state.sync.changed()
     return out
 
@@ -229,7 +281,8 @@ def rehire_employee(employee_id: str, body: RehireIn, state: State, caller: Call
 @router.get(
     "/{employee_id}/events",
     response_model=list[EmployeeEventOut],
-    summary="The employee's history (hired, updated, excluded, terminated, rehired)",
+    summary="The employee's history (hired, updated, excluded, terminated, termination changed "
+    "or cancelled, rehired)",
 )
 def employee_events(employee_id: str, state: State, caller: Caller) -> list[EmployeeEventOut]:
     with state.uow() as session:

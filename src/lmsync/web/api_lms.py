@@ -6,12 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from lmsync.domain.interface import InterfaceIn
+from lmsync.lms.base import ConnectionReport
 from lmsync.sync.engine import RunSummary
+from lmsync.sync.service import InterfaceSaved
 from lmsync.web.deps import Caller, Paging, State, paged
-from lmsync.web.problems import PROBLEM_RESPONSES
+from lmsync.web.problems import LMS_CHECK_409, PROBLEM_RESPONSES
 from lmsync.web.schemas import (
     ConnectionReportOut,
     EmployeeLmsOut,
@@ -40,6 +42,47 @@ class SyncIn(BaseModel):
     full: bool = False
 
 
+class InterfaceSavedOut(InterfaceOut):
+    """The interface as saved, with the connection test run after the save and what its
+    switches hold back."""
+
+    connection_test: ConnectionReportOut = Field(
+        description="Test connection, run once the save was committed; the save is kept "
+        "whatever it finds (activation is refused while it reports an error)."
+    )
+    held_back: dict[str, int] = Field(
+        description="For each switch that is off (hourly_transfer, sync_users, "
+        "deactivate_terminated), how many employees it holds back now. sync_users: included "
+        "employees active as of now who are not linked or whose LMS user would be updated or "
+        "reactivated; deactivate_terminated: included terminated employees whose LMS user is "
+        "active; hourly_transfer: included employees with changes due now. Zero while the "
+        "interface is not active.",
+        examples=[{"deactivate_terminated": 3}],
+    )
+    caught_up: dict[str, int] = Field(
+        description="For each switch this save turned back on, how many employees it had "
+        "held back and are due now (the LMS follows within seconds when automatic transfer "
+        "is on).",
+        examples=[{"sync_users": 2}],
+    )
+
+
+def _report_out(report: ConnectionReport) -> ConnectionReportOut:
+    return ConnectionReportOut(
+        ok=report.ok,
+        findings=[FindingOut(level=f.level, message=f.message) for f in report.findings],
+    )
+
+
+def _saved_out(saved: InterfaceSaved) -> InterfaceSavedOut:
+    return InterfaceSavedOut(
+        **_interface_out(saved.interface).model_dump(),
+        connection_test=_report_out(saved.connection_test),
+        held_back=saved.held_back,
+        caught_up=saved.caught_up,
+    )
+
+
 def _interface_out(interface: object) -> InterfaceOut:
     return InterfaceOut.model_validate(
         {
@@ -60,7 +103,7 @@ def _started(run_id: str) -> JSONResponse:
     )
 
 
-def _preview(summary: RunSummary) -> PreviewOut:
+def _preview(summary: RunSummary, create_only: dict[str, object]) -> PreviewOut:
     counts = dict(summary.counts)
     known = {
         "link": "to_link",
@@ -71,11 +114,7 @@ def _preview(summary: RunSummary) -> PreviewOut:
         "none": "nothing_to_do",
     }
     values = {name: counts.pop(kind, 0) for kind, name in known.items()}
-    return PreviewOut(
-        run_id=summary.run_id,
-        other=counts,
-        **values,
-    )
+    return PreviewOut(run_id=summary.run_id, other=counts, create_only=create_only, **values)
 
 
 @router.get("/lms/interface", response_model=InterfaceOut, summary="The LMS interface")
@@ -84,12 +123,15 @@ def get_interface(state: State, caller: Caller) -> InterfaceOut:
         return _interface_out(state.sync.get_interface(session, caller.account()))
 
 
-@router.put("/lms/interface", response_model=InterfaceOut, summary="Configure the LMS interface")
-def put_interface(body: InterfaceIn, state: State, caller: Caller) -> InterfaceOut:
-    """The secret is write-only: omit it to keep the stored one, send "" to clear it."""
-    account_id = caller.writable_account()
-    with state.uow() as session:
-        return _interface_out(state.sync.put_interface(session, account_id, body))
+@router.put(
+    "/lms/interface", response_model=InterfaceSavedOut, summary="Configure the LMS interface"
+)
+def put_interface(body: InterfaceIn, state: State, caller: Caller) -> InterfaceSavedOut:
+    """The secret is write-only: omit it to keep the stored one, send "" to clear it. Once
+    saved, the connection is tested (`connection_test`); a switch turned back on makes what it
+    held back due at once (`caught_up`), and each switch that is off says how many employees it
+    holds back (`held_back`)."""
+    return _saved_out(state.sync.save_interface(caller.writable_account(), body))
 
 
 @router.post(
@@ -98,23 +140,24 @@ def put_interface(body: InterfaceIn, state: State, caller: Caller) -> InterfaceO
     summary="Test connection (reads discovery documents; never writes)",
 )
 def test_interface(state: State, caller: Caller) -> ConnectionReportOut:
-    report = state.sync.test_interface(caller.writable_account())
-    return ConnectionReportOut(
-        ok=report.ok,
-        findings=[FindingOut(level=f.level, message=f.message) for f in report.findings],
-    )
+    return _report_out(state.sync.test_interface(caller.writable_account()))
 
 
 @router.post(
     "/lms/interface/activate",
     summary="Activate the interface (dry_run: the preview; otherwise starts the first run)",
-    responses={200: {"model": PreviewOut}, 202: {"model": RunStartedOut}},
+    responses={200: {"model": PreviewOut}, 202: {"model": RunStartedOut}, **LMS_CHECK_409},
 )
 def activate(body: ActivateIn, state: State, caller: Caller) -> JSONResponse:
+    """Both the preview and the activation run the connection test first: when it reports an
+    error, the answer is a 409 listing its `findings`, and nothing is written (no run, the
+    interface stays inactive)."""
     account_id = caller.writable_account()
     result = state.sync.activate(account_id, dry_run=body.dry_run, actor=caller.user_id)
     if isinstance(result, RunSummary):
-        return JSONResponse(_preview(result).model_dump())
+        return JSONResponse(
+            _preview(result, state.sync.create_only_preview(account_id)).model_dump()
+        )
     return _started(result)
 
 

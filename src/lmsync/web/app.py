@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -20,6 +20,7 @@ from lmsync.security import SecretBox
 from lmsync.settings import Settings
 from lmsync.storage import migrate
 from lmsync.storage.database import make_engine, make_session_factory
+from lmsync.storage.tables import utcnow
 from lmsync.sync.engine import SyncEngine
 from lmsync.sync.service import SyncService
 from lmsync.sync.worker import SyncWorker
@@ -54,8 +55,10 @@ def create_app(
     run_worker: bool = True,
     connector_factory: ConnectorFactory | None = None,
     poll_seconds: float = 2.0,
+    clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
-    """The app. ``run_worker``: run the in-process sync worker (due employees, hourly passes)."""
+    """The app. ``run_worker``: run the in-process sync worker (due employees, hourly passes).
+    ``clock``: "now" for the sync's rules (tests drive it across a date boundary)."""
     settings = settings or Settings()
     engine = make_engine(settings.resolved_database_url())
     if upgrade_schema:
@@ -68,6 +71,7 @@ def create_app(
         secrets,
         connector_factory=connector_factory,
         lock_lease=timedelta(seconds=settings.sync_lease_seconds),
+        clock=clock,
     )
     worker = SyncWorker(sync_engine, sessions, poll_seconds=poll_seconds) if run_worker else None
     sync = SyncService(sessions, secrets, sync_engine, worker)

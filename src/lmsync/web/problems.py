@@ -9,14 +9,16 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmsync.domain.errors import (
+    CheckFinding,
     Conflict,
     DomainError,
     FieldError,
     Forbidden,
+    LmsCheckFailed,
     NotFound,
     ValidationFailed,
 )
@@ -40,6 +42,52 @@ class Problem(BaseModel):
     detail: str | None = None
     errors: list[FieldMessage] = []
 
+
+class FindingMessage(BaseModel):
+    level: str = Field(description="ok | warning | error")
+    message: str
+
+
+class LmsCheckProblem(Problem):
+    """A 409 that may come from the LMS connection test: ``findings`` are its findings (empty
+    for the other conflicts)."""
+
+    findings: list[FindingMessage] = Field(
+        default=[],
+        description="The connection test's findings when the LMS failed it (what the LMS "
+        "answered is quoted only from a SCIM error document, sanitized, without credentials).",
+    )
+
+
+_REFUSED = "authentication failed: GET /Users: the LMS refused the credentials (HTTP status 401)"
+LMS_CHECK_409: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": LmsCheckProblem,
+        "content": {
+            PROBLEM_JSON: {
+                "schema": {"$ref": "#/components/schemas/LmsCheckProblem"},
+                "example": {
+                    "type": "/problems/409",
+                    "title": "Conflict",
+                    "status": 409,
+                    "detail": "activation refused: the LMS failed its connection test (1 error: "
+                    f"{_REFUSED}); nothing was written. Fix the interface's settings, then test "
+                    "the connection again",
+                    "errors": [],
+                    "findings": [
+                        {
+                            "level": "ok",
+                            "message": "the server answers as a SCIM 2.0 service provider",
+                        },
+                        {"level": "error", "message": _REFUSED},
+                    ],
+                },
+            }
+        },
+        "description": "Conflicts with the current state; when the LMS failed its connection "
+        "test, the refusal lists its `findings` (nothing was written)",
+    }
+}
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text}
@@ -73,6 +121,7 @@ def problem(
     detail: str | None = None,
     errors: list[FieldError] | None = None,
     headers: Mapping[str, str] | None = None,
+    findings: list[CheckFinding] | None = None,
 ) -> JSONResponse:
     body = Problem(
         type=f"/problems/{status}",
@@ -81,6 +130,11 @@ def problem(
         detail=detail,
         errors=[FieldMessage(field=e.field, message=e.message) for e in errors or []],
     )
+    if findings is not None:
+        body = LmsCheckProblem(
+            **body.model_dump(),
+            findings=[FindingMessage(level=f.level, message=f.message) for f in findings],
+        )
     return JSONResponse(
         body.model_dump(), status_code=status, media_type=PROBLEM_JSON, headers=headers
     )
@@ -141,6 +195,8 @@ def install(app: FastAPI, html_error: HtmlError | None = None) -> None:
             return answer(request, 404, exc.message)
         if isinstance(exc, Forbidden):
             return answer(request, 403, exc.message)
+        if isinstance(exc, LmsCheckFailed):
+            return answer(request, 409, exc.message, findings=exc.findings)
         if isinstance(exc, Conflict):
             return answer(request, 409, exc.message)
         return answer(request, 400, exc.message)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,12 +41,29 @@ class EmployeeOut(BaseModel):
     country: str | None
     postal_code: str | None
     hire_date: date
-    status: str
-    termination_date: date | None
+    status: Literal["active", "terminated"] = Field(
+        description="As of now. An employee whose termination has not taken effect yet is "
+        "active (see leaving_on)."
+    )
+    leaving_on: date | None = Field(
+        description="The last day worked of a scheduled termination; the LMS user is "
+        "deactivated when that day ends (account's time zone). Null otherwise."
+    )
+    termination_date: date | None = Field(
+        description="The last day worked, once a termination is recorded (scheduled or in effect)."
+    )
     termination_reason: str | None
+    termination_effective_immediately: bool = Field(
+        validation_alias="termination_immediate",
+        description="The termination ended access when it was recorded (e.g. a dismissal).",
+    )
+    access_ends_at: datetime | None = Field(
+        description="When access to the LMS ends (or ended) for the recorded termination."
+    )
     lms_excluded: bool
     lms_due_at: datetime | None = Field(
-        description="When set, the employee has LMS work waiting for the sync engine."
+        description="When set, the employee has LMS work waiting for the sync engine (at that "
+        "time: a scheduled termination is due when it takes effect)."
     )
     created_at: datetime
     updated_at: datetime
@@ -211,6 +228,19 @@ class PreviewOut(BaseModel):
     excluded: int
     nothing_to_do: int = Field(description="e.g. terminated and never in the LMS")
     other: dict[str, int]
+    create_only: dict[str, object] = Field(
+        description="Written only when a user is created, never updated afterwards: "
+        "`registration_date` (today, account's time zone), `expiration_date` (forced to 100 "
+        "years later) and `access_mode` (`Request`). Each planned creation in the run's outcomes "
+        "(`GET /lms/runs/{run_id}`) lists every field it will write, these included.",
+        examples=[
+            {
+                "registration_date": "2026-12-02T00:00:00-05:00",
+                "expiration_date": "2126-12-02T00:00:00-05:00",
+                "access_mode": "Request",
+            }
+        ],
+    )
 
 
 class EmployeeLmsOut(BaseModel):

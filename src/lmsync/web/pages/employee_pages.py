@@ -1,20 +1,32 @@
 """Employees: the list, the hiring form, the employee file (Profile, Employment, Security and
-Access), terminate and rehire with a confirmation step, and "Sync this employee now"."""
+Access), the lifecycle steps with a confirmation page (terminate, change or cancel a termination,
+rehire), and "Sync this employee now"."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from lmsync.domain.employees import EmployeeCreateIn, RehireIn, TerminateIn
+from lmsync.domain.employees import (
+    CancelTerminationIn,
+    EmployeeCreateIn,
+    RehireIn,
+    TerminateIn,
+    TerminationChangeIn,
+)
 from lmsync.domain.errors import Conflict, FieldError, ValidationFailed
 from lmsync.hr import employees
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
+from lmsync.storage.tables import Account, Employee, User
 from lmsync.sync.service import LMS_STATES, employees_with_state
 from lmsync.web.deps import MAX_OFFSET, State
 from lmsync.web.pages.common import (
@@ -82,7 +94,7 @@ def employee_list(
             session,
             account_id,
             text=(q or "")[:200] or None,
-            status=status if status in ("active", "terminated") else None,
+            status=status if status in ("active", "leaving", "terminated") else None,
             excluded={"true": True, "false": False}.get(excluded or ""),
             lms_state=lms if lms in LMS_STATES else None,
             limit=PAGE,
@@ -161,6 +173,12 @@ def _file(
     with state.uow() as session:
         employee = employees.get_employee(session, account_id, employee_id)
         lms = state.sync.employee_state(session, account_id, employee_id)
+        timezone = session.get_one(Account, account_id).timezone
+        history = _history(session, account_id, employee_id, timezone)
+    ends = employee.access_ends_at
+    access_ends_local = (
+        ends.astimezone(ZoneInfo(timezone)).strftime(f"%Y-%m-%d %H:%M ({timezone})") if ends else ""
+    )
     if values is None:
         values = {name: getattr(employee, name) for name in PROFILE_FIELDS}
     return render(
@@ -172,9 +190,59 @@ def _file(
         employee=employee,
         tab=tab if tab in ("profile", "employment", "security") else "profile",
         lms=lms,
+        access_ends_local=access_ends_local,
+        history=history,
         values=values,
         errors=errors or {},
     )
+
+
+_EVENT_LABELS = {
+    "hired": "Hired",
+    "updated": "Profile changed",
+    "excluded": "Excluded from the LMS interface",
+    "included": "Included in the LMS interface",
+    "terminated": "Termination recorded",
+    "termination_changed": "Termination changed",
+    "termination_cancelled": "Termination cancelled",
+    "rehired": "Rehired",
+}
+
+
+def _history(
+    session: Session, account_id: str, employee_id: str, timezone: str
+) -> list[dict[str, str]]:
+    """The employee's history, newest first: when (account's time zone), what, and who."""
+    events = employees.list_events(session, account_id, employee_id)
+    actors = {e.actor_user_id for e in events if e.actor_user_id}
+    rows = session.execute(select(User.id, User.email).where(User.id.in_(sorted(actors))))
+    emails = {str(row[0]): str(row[1]) for row in rows}
+    zone = ZoneInfo(timezone)
+    return [
+        {
+            "at": event.at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+            "what": _EVENT_LABELS.get(event.kind, event.kind) + _event_detail(event.details),
+            "who": emails.get(event.actor_user_id or "", "lmsync (import or command line)"),
+        }
+        for event in reversed(events)
+    ]
+
+
+def _event_detail(details: dict[str, Any]) -> str:
+    if "after" in details:  # a change of termination: before → after
+        before, after = details["before"], details["after"]
+        return f": last day worked {before['termination_date']} → {after['termination_date']}"
+    parts = []
+    if details.get("termination_date"):
+        parts.append(f"last day worked {details['termination_date']}")
+    if details.get("effective_immediately"):
+        parts.append("effective immediately")
+    if details.get("hire_date"):
+        parts.append(f"hire date {details['hire_date']}")
+    for key in ("reason", "note"):
+        if details.get(key):
+            parts.append(f"{key}: {details[key]}")
+    return (": " + ", ".join(parts)) if parts else ""
 
 
 @router.get("/employees/{employee_id}", response_class=HTMLResponse)
@@ -225,6 +293,74 @@ def save_exclusion(
     return redirect(f"/employees/{employee_id}?tab=security", done)
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One lifecycle step of the employment tab: its question, fields and what it does."""
+
+    title: str
+    question: str
+    fields: list[tuple[str, str, str]]  # (name, label, type)
+    confirm: str
+    danger: bool
+    done: FlashCode
+
+
+def _step(verb: str, employee: Employee) -> _Step | None:
+    name = f"{employee.first_name} {employee.last_name}"
+    last_day = ("termination_date", "Last day worked", "date")
+    immediate = ("effective_immediately", "Effective immediately (e.g. a dismissal)", "checkbox")
+    if verb == "terminate":
+        return _Step(
+            f"Terminate {name}",
+            f"Terminate {name}? The termination date is the last day worked: the LMS user stays "
+            "active until that day ends, then is deactivated within seconds (at once for a date "
+            "in the past, or when effective immediately). Excluded employees are left alone.",
+            [last_day, ("reason", "Reason", "text"), immediate],
+            "Yes, terminate",
+            True,
+            "terminated",
+        )
+    if verb == "change-termination":
+        return _Step(
+            f"Change the termination of {name}",
+            f"{name} is leaving on {employee.termination_date}. Change the last day worked, the "
+            "reason, or make it effective immediately.",
+            [last_day, ("reason", "Reason", "text"), immediate],
+            "Save the termination",
+            False,
+            "termination_changed",
+        )
+    if verb == "cancel-termination":
+        took_effect = employee.leaving_on is None
+        return _Step(
+            f"Cancel the termination of {name}",
+            (
+                f"Cancel the termination of {name} (last day worked {employee.termination_date})? "
+                + (
+                    "Use this when it was recorded by mistake: the employment goes on with the "
+                    "same hire date and the LMS user is reactivated. To start a new period of "
+                    "employment, rehire instead."
+                    if took_effect
+                    else "The employee stays active and nothing changes in the LMS."
+                )
+            ),
+            [("note", "Note (why)", "text")],
+            "Yes, cancel the termination",
+            False,
+            "termination_cancelled",
+        )
+    if verb == "rehire":
+        return _Step(
+            f"Rehire {name}",
+            f"Rehire {name}? A new period of employment starts; their LMS user is reactivated.",
+            [("hire_date", "New hire date", "date")],
+            "Yes, rehire",
+            False,
+            "rehired",
+        )
+    return None
+
+
 def _confirm(
     request: Request,
     state: State,
@@ -239,73 +375,97 @@ def _confirm(
     account_id = require_writer(browser)
     with state.uow() as session:
         employee = employees.get_employee(session, account_id, employee_id)
-        name = f"{employee.first_name} {employee.last_name}"
-    if verb == "terminate":
-        question = (
-            f"Terminate {name}? Their LMS user will be deactivated at once "
-            "(unless they are excluded from the LMS interface)."
-        )
-        fields = [("termination_date", "Termination date", "date"), ("reason", "Reason", "text")]
-    else:
-        question = f"Rehire {name}? Their LMS user will be reactivated."
-        fields = [("hire_date", "New hire date", "date")]
+        step = _step(verb, employee)
+        if values is None and verb == "change-termination":
+            values = {
+                "termination_date": str(employee.termination_date or ""),
+                "reason": employee.termination_reason or "",
+                "effective_immediately": "true" if employee.termination_immediate else "",
+            }
+    if step is None:
+        return _not_found(request, state, browser)
     return render(
         request,
         state,
         browser,
         "confirm.html",
         status_code=status_code,
-        title=f"{verb.capitalize()} {name}",
-        question=question,
-        fields=fields,
+        title=step.title,
+        question=step.question,
+        fields=step.fields,
         values=values or {},
         errors=errors or {},
         action=f"/employees/{employee_id}/{verb}",
-        confirm_label=f"Yes, {verb}",
-        danger=verb == "terminate",
+        confirm_label=step.confirm,
+        danger=step.danger,
         cancel_url=f"/employees/{employee_id}?tab=employment",
     )
 
 
-@router.get("/employees/{employee_id}/terminate", response_class=HTMLResponse)
-def terminate_page(request: Request, state: State, browser: Browser, employee_id: str) -> Response:
-    return _confirm(request, state, browser, employee_id, "terminate")
+def _not_found(request: Request, state: State, browser: BrowserSession) -> Response:
+    return render(
+        request,
+        state,
+        browser,
+        "error.html",
+        status_code=404,
+        title="Not found",
+        message="This page does not exist.",
+    )
 
 
-@router.get("/employees/{employee_id}/rehire", response_class=HTMLResponse)
-def rehire_page(request: Request, state: State, browser: Browser, employee_id: str) -> Response:
-    return _confirm(request, state, browser, employee_id, "rehire")
+@router.get("/employees/{employee_id}/{verb}", response_class=HTMLResponse)
+def lifecycle_page(
+    request: Request, state: State, browser: Browser, employee_id: str, verb: str
+) -> Response:
+    return _confirm(request, state, browser, employee_id, verb)
+
+
+def _carry_out(
+    session: Session, browser: BrowserSession, employee_id: str, verb: str, v: dict[str, str]
+) -> FlashCode | None:
+    """Do ``verb``; returns the flash to show, or None for an unknown verb."""
+    principal, account_id = browser.principal, require_writer(browser)
+    immediate = v.get("effective_immediately") == "true"
+    if verb == "terminate":
+        data = TerminateIn.model_validate(
+            {
+                "termination_date": v.get("termination_date") or None,
+                "reason": v.get("reason") or None,
+                "effective_immediately": immediate,
+            }
+        )
+        employee = employees.terminate(session, principal, account_id, employee_id, data)
+        return "leaving" if employee.leaving_on is not None else "terminated"
+    if verb == "change-termination":
+        change = TerminationChangeIn.model_validate(
+            {
+                "termination_date": v.get("termination_date") or None,
+                "reason": v.get("reason") or None,
+                "effective_immediately": immediate,
+            }
+        )
+        employee = employees.change_termination(session, principal, account_id, employee_id, change)
+        return "termination_changed" if employee.leaving_on is not None else "terminated"
+    if verb == "cancel-termination":
+        cancel = CancelTerminationIn.model_validate({"note": v.get("note") or None})
+        employees.cancel_termination(session, principal, account_id, employee_id, cancel)
+        return "termination_cancelled"
+    if verb == "rehire":
+        rehire = RehireIn.model_validate({"hire_date": v.get("hire_date") or None})
+        employees.rehire(session, principal, account_id, employee_id, rehire)
+        return "rehired"
+    return None
 
 
 @router.post("/employees/{employee_id}/{verb}", response_class=HTMLResponse)
 def lifecycle(
     request: Request, state: State, browser: Writer, form: FormData, employee_id: str, verb: str
 ) -> Response:
-    if verb not in ("terminate", "rehire"):
-        return render(
-            request,
-            state,
-            browser,
-            "error.html",
-            status_code=404,
-            title="Not found",
-            message="This page does not exist.",
-        )
-    account_id = require_writer(browser)
     values = _form(form)
     try:
         with state.uow() as session:
-            if verb == "terminate":
-                data = TerminateIn.model_validate(
-                    {
-                        "termination_date": values.get("termination_date") or None,
-                        "reason": values.get("reason") or None,
-                    }
-                )
-                employees.terminate(session, browser.principal, account_id, employee_id, data)
-            else:
-                rehire = RehireIn.model_validate({"hire_date": values.get("hire_date") or None})
-                employees.rehire(session, browser.principal, account_id, employee_id, rehire)
+            done = _carry_out(session, browser, employee_id, verb, values)
     except ValidationError as exc:
         errors = _errors(pydantic_field_errors(exc))
     except ValidationFailed as exc:
@@ -313,9 +473,10 @@ def lifecycle(
     except Conflict as exc:
         errors = {"": exc.message}
     else:
+        if done is None:
+            return _not_found(request, state, browser)
         state.sync.changed()
-        done: FlashCode = "terminated" if verb == "terminate" else "rehired"
-        return redirect(f"/employees/{employee_id}?tab=security", done)
+        return redirect(f"/employees/{employee_id}?tab=employment", done)
     return _confirm(
         request, state, browser, employee_id, verb, values=values, errors=errors, status_code=422
     )

@@ -13,13 +13,16 @@ from sqlalchemy import select
 
 from lmsync import csv_safe
 from lmsync.domain.accounts import AccountPatchIn
-from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from lmsync.domain.errors import Conflict, FieldError, LmsCheckFailed, NotFound, ValidationFailed
 from lmsync.domain.interface import InterfaceIn
 from lmsync.hr import accounts
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
 from lmsync.storage.tables import Account, Employee, LmsInterface, SyncOutcome
 from lmsync.sync.engine import RunSummary
+from lmsync.sync.held_back import SWITCH_LABELS
+from lmsync.sync.mapping import CREATE_ONLY_FIELDS, MAINTAINED_FIELDS
+from lmsync.sync.service import InterfaceSaved
 from lmsync.web.deps import MAX_OFFSET, State
 from lmsync.web.pages.common import (
     Browser,
@@ -68,12 +71,16 @@ def _settings_page(
     values: dict[str, Any] | None = None,
     errors: dict[str, str] | None = None,
     status_code: int = 200,
+    saved: InterfaceSaved | None = None,
+    refused: LmsCheckFailed | None = None,
 ) -> Response:
+    """The settings page; after a save, with its connection test and what the switches hold
+    back (``saved``); after a refused activation, with the test's findings (``refused``)."""
     account_id = browser.principal.account()
     with state.uow() as session:
         account = session.get_one(Account, account_id)
         interface = session.get(LmsInterface, account_id)
-        context = {
+        context: dict[str, Any] = {
             "sync_enabled": account.user_sync_enabled,
             "configured": interface is not None,
             "active": bool(interface and interface.active),
@@ -84,6 +91,8 @@ def _settings_page(
         }
         if values is None:
             values = _interface_values(interface)
+    if saved is not None:
+        context["flash"] = "LMS interface saved."
     return render(
         request,
         state,
@@ -92,6 +101,9 @@ def _settings_page(
         status_code=status_code,
         values=values,
         errors=errors or {},
+        saved=saved,
+        refused=refused,
+        switch_labels=SWITCH_LABELS,
         **context,
     )
 
@@ -132,13 +144,13 @@ def save_settings(request: Request, state: State, browser: Writer, form: FormDat
             data[name] = stored[name]
     try:
         parsed = InterfaceIn.model_validate(data)
-        with state.uow() as session:
-            state.sync.put_interface(session, account_id, parsed)
+        saved = state.sync.save_interface(account_id, parsed)
     except ValidationError as exc:
         return _refused(request, state, browser, values, pydantic_field_errors(exc))
     except ValidationFailed as exc:
         return _refused(request, state, browser, values, exc.errors)
-    return redirect(SETTINGS, "interface_saved")
+    # Answered with the page itself: the test's findings and the counts cannot travel in a URL.
+    return _settings_page(request, state, browser, saved=saved)
 
 
 def _refused(
@@ -165,10 +177,19 @@ def test_connection(request: Request, state: State, browser: Writer) -> Response
 @router.post(f"{SETTINGS}/preview", response_class=HTMLResponse)
 def preview(request: Request, state: State, browser: Writer) -> Response:
     account_id = require_writer(browser)
-    summary = state.sync.activate(account_id, dry_run=True, actor=browser.principal.user_id)
+    try:
+        summary = state.sync.activate(account_id, dry_run=True, actor=browser.principal.user_id)
+    except LmsCheckFailed as exc:
+        return _settings_page(request, state, browser, refused=exc, status_code=409)
     assert isinstance(summary, RunSummary)
     return render(
-        request, state, browser, "preview.html", counts=summary.counts, run_id=summary.run_id
+        request,
+        state,
+        browser,
+        "preview.html",
+        counts=summary.counts,
+        run_id=summary.run_id,
+        create_only=state.sync.create_only_preview(account_id),
     )
 
 
@@ -177,7 +198,10 @@ def activate(request: Request, state: State, browser: Writer, form: FormData) ->
     account_id = require_writer(browser)
     if form.get("confirm") != "yes":
         return redirect(SETTINGS, "confirm_to_activate")
-    run_id = state.sync.activate(account_id, dry_run=False, actor=browser.principal.user_id)
+    try:
+        run_id = state.sync.activate(account_id, dry_run=False, actor=browser.principal.user_id)
+    except LmsCheckFailed as exc:
+        return _settings_page(request, state, browser, refused=exc, status_code=409)
     return redirect(f"/sync/{run_id}", "activation_started")
 
 
@@ -271,10 +295,12 @@ def run_status(request: Request, state: State, browser: Browser, run_id: str) ->
 
 @router.get("/sync/{run_id}/plan.csv")
 def plan_csv(state: State, browser: Browser, run_id: str) -> Response:
-    """The whole plan (or outcome) of a run, one employee a row."""
+    """The whole plan (or outcome) of a run, one employee a row, with every LMS field the row
+    writes (a creation: the create-only fields too; an update: the changed fields)."""
     account_id = browser.principal.account()
     out = io.StringIO()
     writer = csv_safe.writer(out)
+    fields = [*MAINTAINED_FIELDS, *CREATE_ONLY_FIELDS]
     writer.writerow(
         [
             "employee_number",
@@ -285,6 +311,7 @@ def plan_csv(state: State, browser: Browser, run_id: str) -> Response:
             "outcome",
             "reason",
             "lms_user_id",
+            *(f"lms.{name}" for name in fields),
         ]
     )
     with state.uow() as session:
@@ -296,6 +323,7 @@ def plan_csv(state: State, browser: Browser, run_id: str) -> Response:
             .order_by(Employee.last_name, Employee.first_name)
         ).all()
         for outcome, employee in rows:
+            written = outcome.after or {}
             writer.writerow(
                 [
                     employee.employee_number,
@@ -306,6 +334,7 @@ def plan_csv(state: State, browser: Browser, run_id: str) -> Response:
                     outcome.outcome,
                     outcome.reason,
                     outcome.lms_user_id or "",
+                    *(_cell(written.get(name)) for name in fields),
                 ]
             )
     return Response(
@@ -313,6 +342,12 @@ def plan_csv(state: State, browser: Browser, run_id: str) -> Response:
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="lmsync-plan-{run_id}.csv"'},
     )
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @router.post("/sync/{run_id}/{decision}")
