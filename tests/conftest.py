@@ -73,9 +73,18 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+# The job queue's tables (migration 0006): a test's jobs must not reach the next test.
+JOB_TABLES = (
+    "procrastinate_jobs",
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+    "procrastinate_workers",
+)
+
+
 def _truncate_all(url: str) -> None:
     engine = make_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    tables = ", ".join([*(f'"{t.name}"' for t in Base.metadata.sorted_tables), *JOB_TABLES])
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} CASCADE"))
     engine.dispose()
@@ -145,6 +154,10 @@ class World:
 
 @pytest.fixture
 def world(engine: Engine) -> World:
+    return make_world(engine)
+
+
+def make_world(engine: Engine) -> World:
     with transaction(make_session_factory(engine)) as s:
         a = accounts.create_account(s, AccountCreateIn(name="A", company_name="Alpha inc."))
         b = accounts.create_account(s, AccountCreateIn(name="B", company_name="Beta ltée"))

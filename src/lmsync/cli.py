@@ -7,6 +7,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -34,7 +35,9 @@ from lmsync.hr import accounts, csv_import, imports
 from lmsync.hr import employees as hr_employees
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.principal import Principal
+from lmsync.jobs import wiring
 from lmsync.lms.base import Finding
+from lmsync.lms.registry import Connectors
 from lmsync.log_config import configure
 from lmsync.security import SecretBox
 from lmsync.settings import Settings
@@ -74,7 +77,9 @@ def _database() -> Iterator[sessionmaker[Session]]:
     engine = make_engine(settings.resolved_database_url())
     try:
         migrate.upgrade(engine)
-        yield make_session_factory(engine)
+        sessions = make_session_factory(engine)
+        wiring.install(sessions, wiring.deferrer_for(settings))  # HR changes defer their jobs
+        yield sessions
     except ValidationFailed as exc:
         for error in exc.errors:
             typer.echo(f"error: {error.field}: {error.message}", err=True)
@@ -106,17 +111,74 @@ def db_upgrade() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Also carry out sync work in this process (--no-worker: the web tier only, "
+            "with `lmsync worker` processes elsewhere; procrastinate queue only).",
+        ),
+    ] = True,
 ) -> None:
-    """Upgrade the schema, then serve the API."""
+    """Upgrade the schema, then serve the pages and the API."""
     import uvicorn
 
     from lmsync.web.app import create_app
 
     settings = Settings()
     configure(settings.log_level, json=settings.log_json)
-    uvicorn.run(
-        create_app(settings, upgrade_schema=True), host=host, port=port, log_level="warning"
+    if not worker and settings.job_queue != "procrastinate":
+        raise _fail("--no-worker needs LMSYNC_JOB_QUEUE=procrastinate (on PostgreSQL)")
+    app_ = create_app(settings, upgrade_schema=True, run_worker=worker)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command("worker")
+def worker_command(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Accounts synced at once (default LMSYNC_WORKER_CONCURRENCY)."),
+    ] = None,
+) -> None:
+    """Carry out sync jobs from the PostgreSQL queue (LMSYNC_JOB_QUEUE=procrastinate) until
+    stopped (SIGINT/SIGTERM: the running jobs finish first). Run as many as needed."""
+    import asyncio
+    import socket
+
+    from lmsync.jobs import tasks
+    from lmsync.jobs import worker as jobs_worker
+    from lmsync.jobs.runner import JobRunner
+
+    settings = Settings()
+    configure(settings.log_level, json=settings.log_json)
+    try:
+        deferrer = wiring.deferrer_for(settings)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if deferrer is None:
+        raise _fail("set LMSYNC_JOB_QUEUE=procrastinate (and a PostgreSQL LMSYNC_DATABASE_URL)")
+    url = settings.resolved_database_url()
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    sessions = make_session_factory(engine)
+    wiring.install(sessions, deferrer)
+    box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
+    sync_engine = SyncEngine(
+        sessions,
+        box,
+        connector_factory=Connectors.from_settings(settings),
+        lock_lease=timedelta(seconds=settings.sync_lease_seconds),
     )
+    service = SyncService(sessions, box, sync_engine)
+    service.start()  # recovery: runs left by a stopped server are ended, resumed, taken over
+    tasks.install(JobRunner(sync_engine, sessions, deferrer))
+    size = concurrency or settings.worker_concurrency
+    app_ = jobs_worker.worker_app(url, size)
+    try:
+        asyncio.run(jobs_worker.run(app_, size, f"lmsync-worker@{socket.gethostname()}"))
+    finally:
+        service.close()
+        engine.dispose()
 
 
 @account_app.command("create")
@@ -373,6 +435,7 @@ def _sync_service() -> tuple[SyncService, Engine]:
     engine = make_engine(settings.resolved_database_url())
     migrate.upgrade(engine)
     sessions = make_session_factory(engine)
+    wiring.install(sessions, wiring.deferrer_for(settings))
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
     return SyncService(sessions, box, SyncEngine(sessions, box)), engine
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Literal
 
 import structlog
 from pydantic import Field
@@ -39,6 +40,12 @@ class Settings(BaseSettings):
     # and networks (``10.0.0.0/8``). Empty allow list: any host not denied. The deny list wins;
     # link-local addresses (cloud metadata services) are denied by default.
     lms_allowed_hosts: str = ""
+    # What runs the sync work. ``in-process``: one thread in ``lmsync serve`` (SQLite or one
+    # machine). ``procrastinate`` (PostgreSQL only): jobs in the database, carried out by any
+    # number of ``lmsync worker`` processes and by ``lmsync serve`` unless ``--no-worker``.
+    job_queue: Literal["in-process", "procrastinate"] = "in-process"
+    # Accounts one worker process syncs at once (procrastinate).
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
     lms_denied_hosts: str = "169.254.0.0/16,fe80::/10"
 
     def resolved_database_url(self) -> str:

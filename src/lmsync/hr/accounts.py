@@ -14,6 +14,7 @@ from lmsync.domain.errors import Conflict, DomainError, FieldError, NotFound, Va
 from lmsync.domain.normalize import NormalizationError, normalize_email
 from lmsync.hr.employees import reschedule_for_timezone
 from lmsync.hr.principal import Principal
+from lmsync.jobs.due_hook import note_due
 from lmsync.security import hash_api_token, hash_password, new_api_token, password_problem
 from lmsync.storage.tables import Account, ApiToken, Employee, Membership, User, utcnow
 
@@ -73,6 +74,7 @@ def update_account(
             .values(lms_due_at=now)
             .execution_options(synchronize_session=False)
         )
+        note_due(session, account_id)
     session.flush()
     return account
 

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from lmsync.domain.employment import is_active
 from lmsync.hr.employees import status_condition
+from lmsync.jobs.due_hook import note_due
 from lmsync.storage.tables import Account, Employee, LmsInterface, LmsState, table_of
 from lmsync.sync import rules, snapshot
 from lmsync.sync.mapping import desired_fields
@@ -80,9 +81,13 @@ def catch_up(
         if name in _STATUS:
             ids = held_back(session, account, interface, name, now)
             mark_due(session, ids, now)
+            if ids:
+                note_due(session, account.id)
             due[name] = len(ids)
         else:
             due[name] = _due_now(session, account, interface, now)
+            if due[name]:  # due already; the job queue needs to hear of it
+                note_due(session, account.id)
     return due
 
 

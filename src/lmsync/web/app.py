@@ -15,6 +15,9 @@ from sqlalchemy import text
 
 import lmsync
 from lmsync.hr.imports import ImportService
+from lmsync.jobs import wiring
+from lmsync.jobs.runner import JobRunner
+from lmsync.jobs.worker import BackgroundWorker
 from lmsync.lms.registry import ConnectorFactory, Connectors
 from lmsync.security import SecretBox
 from lmsync.settings import Settings
@@ -73,20 +76,35 @@ def create_app(
         lock_lease=timedelta(seconds=settings.sync_lease_seconds),
         clock=clock,
     )
-    worker = SyncWorker(sync_engine, sessions, poll_seconds=poll_seconds) if run_worker else None
+    deferrer = wiring.deferrer_for(settings)  # None: the in-process queue
+    wiring.install(sessions, deferrer)
+    in_process = run_worker and deferrer is None
+    worker = SyncWorker(sync_engine, sessions, poll_seconds=poll_seconds) if in_process else None
+    jobs_worker = (
+        BackgroundWorker(
+            settings.resolved_database_url(),
+            JobRunner(sync_engine, sessions, deferrer),
+            concurrency=settings.worker_concurrency,
+        )
+        if run_worker and deferrer is not None
+        else None
+    )
     sync = SyncService(sessions, secrets, sync_engine, worker)
     imports = ImportService(sessions, on_change=sync.changed)  # background CSV imports
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if worker is not None:
-            worker.start()
+        for started in (worker, jobs_worker):
+            if started is not None:
+                started.start()
+        if run_worker:
             sync.start()  # recovery of runs whose server stopped; heartbeats of queued runs
         imports.start()
         yield
         imports.stop()
-        if worker is not None:
-            worker.stop()
+        for stopped in (worker, jobs_worker):
+            if stopped is not None:
+                stopped.stop()
         sync.close()
         engine.dispose()
 

@@ -17,6 +17,10 @@ with engine.connect() as connection:
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # procrastinate's tables (0006) are its own, not lmsync's models.
+        include_name=lambda name, kind, _parent: (
+            not (kind == "table" and str(name).startswith("procrastinate_"))
+        ),
     )
     with context.begin_transaction():
         context.run_migrations()

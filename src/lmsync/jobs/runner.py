@@ -1,0 +1,114 @@
+"""What a sync job does, in the worker process: run the engine for one account, re-defer when
+the account is busy, and schedule the wake-up of its next scheduled termination."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from lmsync.domain.errors import Conflict
+from lmsync.jobs.queue import Deferrer
+from lmsync.storage.database import transaction
+from lmsync.storage.tables import Account, LmsInterface, utcnow
+from lmsync.sync.engine import RunOptions, SyncEngine, has_ready_work, next_due
+from lmsync.sync.worker import next_full_pass
+
+log = structlog.get_logger("lmsync.jobs")
+
+BUSY_RETRY = timedelta(seconds=1)
+
+
+class JobRunner:
+    def __init__(
+        self, engine: SyncEngine, sessions: sessionmaker[Session], deferrer: Deferrer
+    ) -> None:
+        self.engine = engine
+        self.sessions = sessions
+        self.deferrer = deferrer
+
+    def _automatic(self, session: Session, account_id: str) -> LmsInterface | None:
+        """The account's interface when automatic sync applies to it (active, hourly transfer
+        on, user synchronization enabled); None otherwise: only a manual sync writes then."""
+        return session.scalar(
+            select(LmsInterface)
+            .join(Account, Account.id == LmsInterface.account_id)
+            .where(
+                LmsInterface.account_id == account_id,
+                LmsInterface.active.is_(True),
+                LmsInterface.hourly_transfer.is_(True),
+                Account.user_sync_enabled.is_(True),
+            )
+        )
+
+    def due(self, account_id: str) -> None:
+        now = self.engine.clock()
+        with self.sessions() as session:
+            ready = self._automatic(session, account_id) is not None and has_ready_work(
+                session, account_id, now
+            )
+        if ready and not self._run(account_id, RunOptions(trigger="change")):
+            return
+        self._schedule_next(account_id)
+
+    def full_pass(self, account_id: str) -> None:
+        now = self.engine.clock()
+        with self.sessions() as session:
+            interface = self._automatic(session, account_id)
+            due = interface is not None and now >= next_full_pass(
+                interface.last_full_pass_at, interface.minute_of_hour, interface.activated_at
+            )
+        if due:  # a second pass job (two ticks, two workers) finds the pass done: nothing
+            self._run(account_id, RunOptions(trigger="hourly", full=True))
+            self._schedule_next(account_id)
+
+    def wake(self, account_id: str) -> None:
+        self.deferrer.due_now(self.sessions, [account_id])
+
+    def tick(self, now: datetime) -> None:
+        """Each minute: defer the full passes whose time has come (never queued twice)."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(
+                    LmsInterface.account_id,
+                    LmsInterface.last_full_pass_at,
+                    LmsInterface.minute_of_hour,
+                    LmsInterface.activated_at,
+                )
+                .join(Account, Account.id == LmsInterface.account_id)
+                .where(
+                    LmsInterface.active.is_(True),
+                    LmsInterface.hourly_transfer.is_(True),
+                    Account.user_sync_enabled.is_(True),
+                    LmsInterface.minute_of_hour == now.minute,
+                )
+            ).all()
+        due = [
+            row.account_id
+            for row in rows
+            if now >= next_full_pass(row.last_full_pass_at, row.minute_of_hour, row.activated_at)
+        ]
+        if due:
+            with transaction(self.sessions) as session:
+                self.deferrer.full_pass(session, due)
+
+    def _run(self, account_id: str, options: RunOptions) -> bool:
+        """Run; when another server holds the account (a manual run), try again shortly."""
+        try:
+            self.engine.run(account_id, options)
+        except Conflict:
+            log.info("sync busy; deferred again", account_id=account_id)
+            with transaction(self.sessions) as session:
+                self.deferrer.wake_at(session, account_id, utcnow() + BUSY_RETRY)
+            return False
+        return True
+
+    def _schedule_next(self, account_id: str) -> None:
+        """A termination taking effect later (the end of a last day worked): wake then."""
+        with transaction(self.sessions) as session:
+            now = self.engine.clock()
+            at = next_due(session, account_id, now)
+            if at is not None:  # the queue schedules on the database's (real) clock
+                self.deferrer.wake_at(session, account_id, utcnow() + (at - now))

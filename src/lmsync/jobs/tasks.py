@@ -1,0 +1,65 @@
+"""The procrastinate tasks: one line each around ``JobRunner`` (tests call the runner directly).
+
+``register`` declares them, by explicit name, on an app: both the defer app and the worker app
+need them (see ``queue.py``). The runner is the worker process's (``install``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import procrastinate
+from procrastinate import JobContext
+from procrastinate.exceptions import UniqueViolation
+from procrastinate.jobs import Status
+
+from lmsync.jobs.queue import DUE_TASK, PASS_TASK, QUEUE, STALLED_TASK, TICK_TASK, WAKE_TASK
+from lmsync.jobs.runner import JobRunner
+
+# A worker whose heartbeat (every 10 s) is older than this is gone; its jobs are retried.
+STALLED_SECONDS = 60
+
+_runner: JobRunner | None = None
+
+
+def install(runner: JobRunner) -> None:
+    """The runner this process's worker carries jobs out with."""
+    global _runner
+    _runner = runner
+
+
+def runner() -> JobRunner:
+    if _runner is None:
+        raise RuntimeError("no job runner installed in this process (lmsync worker installs one)")
+    return _runner
+
+
+def register(app: procrastinate.App) -> None:
+    @app.task(name=DUE_TASK, queue=QUEUE)
+    def sync_due(account_id: str) -> None:
+        runner().due(account_id)
+
+    @app.task(name=PASS_TASK, queue=QUEUE)
+    def sync_pass(account_id: str) -> None:
+        runner().full_pass(account_id)
+
+    @app.task(name=WAKE_TASK, queue=QUEUE)
+    def wake_at(account_id: str) -> None:
+        runner().wake(account_id)
+
+    @app.periodic(cron="* * * * *")
+    @app.task(name=TICK_TASK, queue=QUEUE, queueing_lock=TICK_TASK)
+    def hourly_tick(timestamp: int) -> None:
+        runner().tick(datetime.fromtimestamp(timestamp, UTC))
+
+    @app.periodic(cron="* * * * *")
+    @app.task(name=STALLED_TASK, queue=QUEUE, queueing_lock=STALLED_TASK, pass_context=True)
+    async def retry_stalled_jobs(context: JobContext, timestamp: int) -> None:
+        """Jobs of a worker that died (no heartbeat) go back to the queue; the rules make a
+        second attempt harmless, and the run the dead worker left is ended by recovery."""
+        manager = context.app.job_manager
+        for job in await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_SECONDS):
+            try:
+                await manager.retry_job(job)
+            except UniqueViolation:  # its queueing lock has a waiting job: that one does it
+                await manager.finish_job(job, status=Status.FAILED, delete_job=False)

@@ -1,0 +1,82 @@
+"""Running procrastinate workers: in a thread of ``lmsync serve``, or as ``lmsync worker``.
+
+A worker fetches jobs by priority (due work before hourly passes), one at a time per account
+(the ``account:<id>`` lock), wakes on the queue's NOTIFY and polls every second for scheduled
+jobs (a termination taking effect at midnight). Sync tasks run in the worker's threads, so
+``concurrency`` accounts are synced at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Any
+
+import procrastinate
+
+from lmsync.jobs import tasks
+from lmsync.jobs.queue import QUEUE, conninfo
+from lmsync.jobs.runner import JobRunner
+
+POLL_SECONDS = 1.0
+
+
+def worker_app(database_url: str, concurrency: int) -> procrastinate.App:
+    connector = procrastinate.PsycopgConnector(
+        conninfo=conninfo(database_url), min_size=1, max_size=concurrency + 2
+    )
+    app = procrastinate.App(connector=connector)
+    tasks.register(app)
+    return app
+
+
+def options(concurrency: int, name: str) -> dict[str, Any]:
+    return {
+        "queues": [QUEUE],
+        "concurrency": concurrency,
+        "name": name,
+        "fetch_job_polling_interval": POLL_SECONDS,
+        "delete_jobs": "successful",
+        "shutdown_graceful_timeout": 30,
+    }
+
+
+async def run(app: procrastinate.App, concurrency: int, name: str, **extra: Any) -> None:
+    async with app.open_async():
+        await app.run_worker_async(**options(concurrency, name), **extra)
+
+
+class BackgroundWorker:
+    """A procrastinate worker in a thread of its own (its own event loop)."""
+
+    def __init__(self, database_url: str, runner: JobRunner, *, concurrency: int = 2) -> None:
+        self.app = worker_app(database_url, concurrency)
+        self.concurrency = concurrency
+        tasks.install(runner)
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(self._main(),), name="lmsync-jobs", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait(30)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(
+            run(self.app, self.concurrency, "lmsync-serve", install_signal_handlers=False)
+        )
+        self._ready.set()
+        with contextlib.suppress(asyncio.CancelledError):  # stop() cancels: a graceful stop
+            await self._task
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self._loop is not None and self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        if self._thread is not None:
+            self._thread.join(timeout)
