@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     job_queue: Literal["in-process", "procrastinate"] = "in-process"
     # Accounts one worker process syncs at once (procrastinate).
     worker_concurrency: int = Field(default=2, ge=1, le=64)
+    # A worker silent (no heartbeat) this long is gone: its jobs go back to the queue.
+    job_stall_seconds: float = Field(default=60.0, ge=2.0, le=3600.0)
     lms_denied_hosts: str = "169.254.0.0/16,fe80::/10"
 
     def resolved_database_url(self) -> str:

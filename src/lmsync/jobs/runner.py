@@ -14,7 +14,7 @@ from lmsync.jobs.queue import Deferrer
 from lmsync.storage.database import transaction
 from lmsync.storage.tables import Account, LmsInterface, utcnow
 from lmsync.sync.engine import RunOptions, SyncEngine, has_ready_work, next_due
-from lmsync.sync.worker import next_full_pass
+from lmsync.sync.worker import automatic_interfaces, next_full_pass
 
 log = structlog.get_logger("lmsync.jobs")
 
@@ -70,21 +70,8 @@ class JobRunner:
     def tick(self, now: datetime) -> None:
         """Each minute: defer the full passes whose time has come (never queued twice)."""
         with self.sessions() as session:
-            rows = session.execute(
-                select(
-                    LmsInterface.account_id,
-                    LmsInterface.last_full_pass_at,
-                    LmsInterface.minute_of_hour,
-                    LmsInterface.activated_at,
-                )
-                .join(Account, Account.id == LmsInterface.account_id)
-                .where(
-                    LmsInterface.active.is_(True),
-                    LmsInterface.hourly_transfer.is_(True),
-                    Account.user_sync_enabled.is_(True),
-                    LmsInterface.minute_of_hour == now.minute,
-                )
-            ).all()
+            query = automatic_interfaces().where(LmsInterface.minute_of_hour == now.minute)
+            rows = session.execute(query).all()
         due = [
             row.account_id
             for row in rows

@@ -16,16 +16,15 @@ from procrastinate.jobs import Status
 from lmsync.jobs.queue import DUE_TASK, PASS_TASK, QUEUE, STALLED_TASK, TICK_TASK, WAKE_TASK
 from lmsync.jobs.runner import JobRunner
 
-# A worker whose heartbeat (every 10 s) is older than this is gone; its jobs are retried.
-STALLED_SECONDS = 60
-
 _runner: JobRunner | None = None
+_stall_seconds = 60.0  # LMSYNC_JOB_STALL_SECONDS
 
 
-def install(runner: JobRunner) -> None:
-    """The runner this process's worker carries jobs out with."""
-    global _runner
-    _runner = runner
+def install(runner: JobRunner, stall_seconds: float = 60.0) -> None:
+    """The runner this process's worker carries jobs out with, and how long a silent worker
+    has before its jobs are retried elsewhere."""
+    global _runner, _stall_seconds
+    _runner, _stall_seconds = runner, stall_seconds
 
 
 def runner() -> JobRunner:
@@ -52,13 +51,13 @@ def register(app: procrastinate.App) -> None:
     def hourly_tick(timestamp: int) -> None:
         runner().tick(datetime.fromtimestamp(timestamp, UTC))
 
-    @app.periodic(cron="* * * * *")
+    @app.periodic(cron="* * * * * */5")  # every 5 seconds
     @app.task(name=STALLED_TASK, queue=QUEUE, queueing_lock=STALLED_TASK, pass_context=True)
     async def retry_stalled_jobs(context: JobContext, timestamp: int) -> None:
         """Jobs of a worker that died (no heartbeat) go back to the queue; the rules make a
         second attempt harmless, and the run the dead worker left is ended by recovery."""
         manager = context.app.job_manager
-        for job in await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_SECONDS):
+        for job in await manager.get_stalled_jobs(seconds_since_heartbeat=_stall_seconds):
             try:
                 await manager.retry_job(job)
             except UniqueViolation:  # its queueing lock has a waiting job: that one does it

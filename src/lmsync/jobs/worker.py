@@ -31,8 +31,11 @@ def worker_app(database_url: str, concurrency: int) -> procrastinate.App:
     return app
 
 
-def options(concurrency: int, name: str) -> dict[str, Any]:
+def options(concurrency: int, name: str, stall_seconds: float = 60.0) -> dict[str, Any]:
     return {
+        # Heartbeats often enough that a live worker is never taken for a dead one.
+        "update_heartbeat_interval": stall_seconds / 4,
+        "stalled_worker_timeout": stall_seconds,
         "queues": [QUEUE],
         "concurrency": concurrency,
         "name": name,
@@ -42,18 +45,28 @@ def options(concurrency: int, name: str) -> dict[str, Any]:
     }
 
 
-async def run(app: procrastinate.App, concurrency: int, name: str, **extra: Any) -> None:
+async def run(
+    app: procrastinate.App, concurrency: int, name: str, stall_seconds: float, **extra: Any
+) -> None:
     async with app.open_async():
-        await app.run_worker_async(**options(concurrency, name), **extra)
+        await app.run_worker_async(**options(concurrency, name, stall_seconds), **extra)
 
 
 class BackgroundWorker:
     """A procrastinate worker in a thread of its own (its own event loop)."""
 
-    def __init__(self, database_url: str, runner: JobRunner, *, concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        runner: JobRunner,
+        *,
+        concurrency: int = 2,
+        stall_seconds: float = 60.0,
+    ) -> None:
         self.app = worker_app(database_url, concurrency)
         self.concurrency = concurrency
-        tasks.install(runner)
+        self.stall_seconds = stall_seconds
+        tasks.install(runner, stall_seconds)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -69,7 +82,13 @@ class BackgroundWorker:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(
-            run(self.app, self.concurrency, "lmsync-serve", install_signal_handlers=False)
+            run(
+                self.app,
+                self.concurrency,
+                "lmsync-serve",
+                self.stall_seconds,
+                install_signal_handlers=False,
+            )
         )
         self._ready.set()
         with contextlib.suppress(asyncio.CancelledError):  # stop() cancels: a graceful stop

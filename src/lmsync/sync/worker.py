@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from lmsync.domain.errors import Conflict
@@ -33,6 +33,25 @@ def next_full_pass(
     while candidate < base + timedelta(minutes=30):
         candidate += timedelta(hours=1)
     return candidate
+
+
+def automatic_interfaces() -> Select[str, datetime | None, int, datetime | None]:
+    """The interfaces synchronized without a click (active, automatic transfer each hour on,
+    the account's user synchronization enabled): account, last full pass, minute, activation."""
+    return (
+        select(
+            LmsInterface.account_id,
+            LmsInterface.last_full_pass_at,
+            LmsInterface.minute_of_hour,
+            LmsInterface.activated_at,
+        )
+        .join(Account, Account.id == LmsInterface.account_id)
+        .where(
+            LmsInterface.active.is_(True),
+            LmsInterface.hourly_transfer.is_(True),
+            Account.user_sync_enabled.is_(True),
+        )
+    )
 
 
 class SyncWorker:
@@ -86,20 +105,7 @@ class SyncWorker:
         """Run what is due now; returns how many runs were started."""
         now = self.clock()
         with self.sessions() as session:
-            rows = session.execute(
-                select(
-                    LmsInterface.account_id,
-                    LmsInterface.last_full_pass_at,
-                    LmsInterface.minute_of_hour,
-                    LmsInterface.activated_at,
-                )
-                .join(Account, Account.id == LmsInterface.account_id)
-                .where(
-                    LmsInterface.active.is_(True),
-                    LmsInterface.hourly_transfer.is_(True),
-                    Account.user_sync_enabled.is_(True),
-                )
-            ).all()
+            rows = session.execute(automatic_interfaces()).all()
             work = [
                 (
                     row.account_id,

@@ -85,6 +85,7 @@ def create_app(
             settings.resolved_database_url(),
             JobRunner(sync_engine, sessions, deferrer),
             concurrency=settings.worker_concurrency,
+            stall_seconds=settings.job_stall_seconds,
         )
         if run_worker and deferrer is not None
         else None
