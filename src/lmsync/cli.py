@@ -169,7 +169,7 @@ def worker_command(
         connector_factory=Connectors.from_settings(settings),
         lock_lease=timedelta(seconds=settings.sync_lease_seconds),
     )
-    service = SyncService(sessions, box, sync_engine)
+    service = SyncService(sessions, box, sync_engine, deferrer=deferrer)
     service.start()  # recovery: runs left by a stopped server are ended, resumed, taken over
     tasks.install(JobRunner(sync_engine, sessions, deferrer), settings.job_stall_seconds)
     size = concurrency or settings.worker_concurrency
@@ -436,9 +436,10 @@ def _sync_service() -> tuple[SyncService, Engine]:
     engine = make_engine(settings.resolved_database_url())
     migrate.upgrade(engine)
     sessions = make_session_factory(engine)
-    wiring.install(sessions, wiring.deferrer_for(settings))
+    deferrer = wiring.deferrer_for(settings)
+    wiring.install(sessions, deferrer)
     box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
-    return SyncService(sessions, box, SyncEngine(sessions, box)), engine
+    return SyncService(sessions, box, SyncEngine(sessions, box), deferrer=deferrer), engine
 
 
 @lms_app.command("configure")

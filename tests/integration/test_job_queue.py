@@ -25,7 +25,7 @@ from lmsync.storage.tables import Employee, SyncRun
 from lmsync.web.app import create_app
 from tests.conftest import World, _truncate_all, make_world
 from tests.integration.conftest import Harness, configure, wait_for
-from tests.lms_peer import LmsProcess
+from tests.lms_peer import LmsProcess, scim_user
 
 
 @pytest.fixture
@@ -231,3 +231,29 @@ def _accounts_with_active_interfaces(
             ids.append(account.id)
     service.close()
     return ids
+
+
+def test_sync_now_asked_of_the_web_tier_is_carried_out_by_a_worker(
+    queue_settings: Settings, pg_world: World, lms: LmsProcess, pg_engine: Engine
+) -> None:
+    with TestClient(create_app(queue_settings), raise_server_exceptions=False) as client:
+        configure(client, pg_world, lms)
+        harness = Harness(client, pg_world, lms)
+        activation = harness.activate()  # a job too, carried out by this app's worker
+        assert activation["status"] == "succeeded"
+    lms.load([scim_user("drift@example.com")])
+    with TestClient(
+        create_app(queue_settings, run_worker=False), raise_server_exceptions=False
+    ) as client:
+        web = Harness(client, pg_world, lms)
+        web.hire("E-1", "manual@example.com", lms_excluded=True)
+        asked = client.post("/api/v1/lms/sync", json={"full": True}, headers=web.mhr)
+        assert asked.status_code == 202, asked.text
+        run_id = asked.json()["run_id"]
+        time.sleep(1)
+        assert web.run(run_id)["run"]["status"] == "queued"  # no worker: it waits, not lost
+    assert ("lmsync.run_queued", "todo") in [(t, s) for t, s, _ in jobs(pg_engine)]
+    with TestClient(create_app(queue_settings), raise_server_exceptions=False) as client:
+        done = Harness(client, pg_world, lms).wait_run(run_id, timeout=30)
+    assert done["status"] == "succeeded", done
+    assert done["full"] is True

@@ -12,6 +12,9 @@ Job kinds and their locks, per account ``A``:
   once), priority 10.
 - ``lmsync.sync_pass``: the hourly full pass. ``queueing_lock=pass:A``, ``lock=account:A``,
   priority 0, so that due work of any account goes first.
+- ``lmsync.run_queued``: a run an HR manager asked for (activation, Sync now, an approval),
+  whose row is already ``queued``. ``lock=account:A``; priority 10 for an approval (held
+  deactivations), 5 otherwise.
 - ``lmsync.wake_at``: defers ``sync_due`` at a given time (a termination taking effect at the end
   of the last day worked). No lock: a job scheduled later would hold back every job of its lock.
 """
@@ -33,9 +36,11 @@ QUEUE = "sync"
 DUE_TASK = "lmsync.sync_due"
 PASS_TASK = "lmsync.sync_pass"  # noqa: S105 - a task name
 WAKE_TASK = "lmsync.wake_at"
+RUN_TASK = "lmsync.run_queued"
 TICK_TASK = "lmsync.hourly_tick"
 STALLED_TASK = "lmsync.retry_stalled_jobs"
 DUE_PRIORITY = 10
+RUN_PRIORITY = 5
 PASS_PRIORITY = 0
 
 
@@ -89,6 +94,15 @@ class Deferrer:
                 lock=f"account:{account_id}",
                 priority=PASS_PRIORITY,
             )
+
+    def run_queued(self, session: Session, account_id: str, run_id: str, trigger: str) -> None:
+        self.app.configure_task(
+            RUN_TASK,
+            connection=session.connection().connection.driver_connection,
+            queue=QUEUE,
+            lock=f"account:{account_id}",
+            priority=DUE_PRIORITY if trigger == "approval" else RUN_PRIORITY,
+        ).defer(account_id=account_id, run_id=run_id)
 
     def wake_at(self, session: Session, account_id: str, at: datetime) -> None:
         self._defer(

@@ -3,6 +3,7 @@ the account is busy, and schedule the wake-up of its next scheduled termination.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import structlog
@@ -12,8 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from lmsync.domain.errors import Conflict
 from lmsync.jobs.queue import Deferrer
 from lmsync.storage.database import transaction
-from lmsync.storage.tables import Account, LmsInterface, utcnow
-from lmsync.sync.engine import RunOptions, SyncEngine, has_ready_work, next_due
+from lmsync.storage.tables import Account, LmsInterface, SyncRun, utcnow
+from lmsync.sync.engine import (
+    RunOptions,
+    RunTakenOver,
+    SyncEngine,
+    has_ready_work,
+    next_due,
+)
 from lmsync.sync.worker import automatic_interfaces, next_full_pass
 
 log = structlog.get_logger("lmsync.jobs")
@@ -63,6 +70,27 @@ class JobRunner:
         if due:  # a second pass job (two ticks, two workers) finds the pass done: nothing
             self._run(account_id, RunOptions(trigger="hourly", full=True))
             self._schedule_next(account_id)
+
+    def run_queued(self, account_id: str, run_id: str) -> None:
+        """Carry out a run asked for by an HR manager; one no longer queued (carried out by a
+        twin job, or ended by recovery) is left alone."""
+        with self.sessions() as session:
+            run = session.get(SyncRun, run_id)
+            if run is None or run.status != "queued":
+                return
+            options = RunOptions.from_run(run)
+        options.run_id = run_id
+        try:
+            self.engine.run(account_id, options)
+        except RunTakenOver:
+            return
+        except Conflict:  # the account's lease is held elsewhere: again in a moment
+            log.info("sync busy; run deferred again", account_id=account_id, run_id=run_id)
+            time.sleep(BUSY_RETRY.total_seconds())
+            with transaction(self.sessions) as session:
+                self.deferrer.run_queued(session, account_id, run_id, options.trigger)
+            return
+        self._schedule_next(account_id)
 
     def wake(self, account_id: str) -> None:
         self.deferrer.due_now(self.sessions, [account_id])

@@ -13,7 +13,15 @@ from procrastinate import JobContext
 from procrastinate.exceptions import UniqueViolation
 from procrastinate.jobs import Status
 
-from lmsync.jobs.queue import DUE_TASK, PASS_TASK, QUEUE, STALLED_TASK, TICK_TASK, WAKE_TASK
+from lmsync.jobs.queue import (
+    DUE_TASK,
+    PASS_TASK,
+    QUEUE,
+    RUN_TASK,
+    STALLED_TASK,
+    TICK_TASK,
+    WAKE_TASK,
+)
 from lmsync.jobs.runner import JobRunner
 
 _runner: JobRunner | None = None
@@ -41,6 +49,10 @@ def register(app: procrastinate.App) -> None:
     @app.task(name=PASS_TASK, queue=QUEUE)
     def sync_pass(account_id: str) -> None:
         runner().full_pass(account_id)
+
+    @app.task(name=RUN_TASK, queue=QUEUE)
+    def run_queued(account_id: str, run_id: str) -> None:
+        runner().run_queued(account_id, run_id)
 
     @app.task(name=WAKE_TASK, queue=QUEUE)
     def wake_at(account_id: str) -> None:

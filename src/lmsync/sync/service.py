@@ -28,11 +28,12 @@ from lmsync.domain.errors import (
 )
 from lmsync.domain.interface import InterfaceIn
 from lmsync.hr.employees import status_condition, text_condition
+from lmsync.jobs.queue import Deferrer
 from lmsync.lms.base import ConnectionReport, LmsError
 from lmsync.lms.host_policy import NOT_ALLOWED
 from lmsync.lms.registry import host_policy_of
 from lmsync.security import SecretBox
-from lmsync.storage.database import lock_row
+from lmsync.storage.database import lock_row, transaction
 from lmsync.storage.tables import (
     Account,
     Employee,
@@ -99,11 +100,16 @@ class SyncService:
         secrets: SecretBox,
         engine: SyncEngine,
         worker: SyncWorker | None = None,
+        *,
+        deferrer: Deferrer | None = None,
     ) -> None:
         self.sessions = sessions
         self.secrets = secrets
         self.engine = engine
         self.worker = worker
+        # The procrastinate queue, when configured: queued runs become jobs instead of
+        # running in this process's pool.
+        self.deferrer = deferrer
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lmsync-run")
         self._closing = threading.Event()
         self._queued: set[str] = set()  # queued runs in this server's pool (heartbeats)
@@ -316,6 +322,12 @@ class SyncService:
 
     def _submit(self, account_id: str, options: RunOptions) -> None:
         assert options.run_id is not None
+        if self.deferrer is not None:
+            # A worker carries it out. Should this process stop before the job is deferred,
+            # recovery adopts the stale queued run and submits it again.
+            with transaction(self.sessions) as session:
+                self.deferrer.run_queued(session, account_id, options.run_id, options.trigger)
+            return
         with self._queued_lock:
             self._queued.add(options.run_id)
         self._pool.submit(self._run_logged, account_id, options)

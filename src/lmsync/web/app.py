@@ -90,7 +90,7 @@ def create_app(
         if run_worker and deferrer is not None
         else None
     )
-    sync = SyncService(sessions, secrets, sync_engine, worker)
+    sync = SyncService(sessions, secrets, sync_engine, worker, deferrer=deferrer)
     imports = ImportService(sessions, on_change=sync.changed)  # background CSV imports
 
     @asynccontextmanager
