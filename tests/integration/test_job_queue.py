@@ -19,10 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, text
 
+from lmsync.hr import accounts
 from lmsync.settings import Settings
 from lmsync.storage.database import make_engine, make_session_factory, transaction
 from lmsync.storage.tables import Employee, SyncRun
 from lmsync.web.app import create_app
+from tests.api.test_pages import login_token
 from tests.conftest import World, _truncate_all, make_world
 from tests.integration.conftest import Harness, configure, wait_for
 from tests.lms_peer import LmsProcess, scim_user
@@ -257,3 +259,39 @@ def test_sync_now_asked_of_the_web_tier_is_carried_out_by_a_worker(
         done = Harness(client, pg_world, lms).wait_run(run_id, timeout=30)
     assert done["status"] == "succeeded", done
     assert done["full"] is True
+
+
+def test_readiness_and_the_operator_queue_view(
+    web_only: Harness, pg_engine: Engine, tmp_path: Path
+) -> None:
+    ready = web_only.client.get("/readyz")
+    assert ready.json() == {"status": "ok", "database": "ok", "queue": "procrastinate"}
+    web_only.hire("E-1", "queued@example.com")
+    with transaction(make_session_factory(pg_engine)) as session:
+        accounts.create_user(
+            session, email="op@example.com", password="staple-horse-battery-42", is_operator=True
+        )
+    signed = web_only.client.post(
+        "/login",
+        data={
+            "email": "op@example.com",
+            "password": "staple-horse-battery-42",
+            "next": "/operator/accounts",
+            "csrf_token": login_token(web_only.client),
+        },
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303, signed.text
+    page = web_only.client.get("/operator/accounts")
+    assert page.status_code == 200
+    row = page.text.split(">A<", 1)[1].split("</tr>", 1)[0]
+    assert '<td class="queue">1 / 0 / 0</td>' in row  # the hire's job, waiting (no worker)
+    sqlite = Settings(
+        database_url=f"sqlite:///{tmp_path / 'plain.sqlite3'}", data_dir=tmp_path / "plain"
+    )
+    with TestClient(create_app(sqlite, upgrade_schema=True, run_worker=False)) as plain:
+        assert plain.get("/readyz").json() == {
+            "status": "ok",
+            "database": "ok",
+            "queue": "in-process",
+        }

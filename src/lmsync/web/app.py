@@ -10,11 +10,13 @@ from pathlib import Path
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 import lmsync
 from lmsync.hr.imports import ImportService
+from lmsync.jobs import stats as jobs_stats
 from lmsync.jobs import wiring
 from lmsync.jobs.runner import JobRunner
 from lmsync.jobs.worker import BackgroundWorker
@@ -148,6 +150,24 @@ def create_app(
         with state.uow() as session:
             session.execute(text("SELECT 1"))
         return {"status": "ok", "database": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: the database and the job queue are reachable",
+        responses={503: {"description": "the database or the job queue cannot be reached"}},
+    )
+    def readyz(state: State) -> Response:
+        queue = "procrastinate" if state.sync.deferrer is not None else "in-process"
+        try:
+            with state.uow() as session:
+                session.execute(text("SELECT 1"))
+                if state.sync.deferrer is not None:
+                    jobs_stats.reachable(session)
+        except Exception as exc:  # a readiness probe answers, it does not raise
+            log.warning("not ready", error_type=type(exc).__name__)
+            return JSONResponse({"status": "unavailable", "queue": queue}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok", "queue": queue})
 
     @app.middleware("http")
     async def access_log(

@@ -18,6 +18,7 @@ from lmsync.domain.interface import InterfaceIn
 from lmsync.hr import accounts
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
+from lmsync.jobs import stats as jobs_stats
 from lmsync.storage.tables import Account, Employee, LmsInterface, SyncOutcome
 from lmsync.sync.engine import RunSummary
 from lmsync.sync.held_back import SWITCH_LABELS
@@ -371,7 +372,8 @@ def operator_accounts(request: Request, state: State, browser: Browser) -> Respo
     browser.principal.require_operator()
     with state.uow() as session:
         rows, _ = accounts.list_accounts(session, limit=500, offset=0)
-    return render(request, state, browser, "operator.html", accounts=rows)
+        queue = jobs_stats.by_account(session) if state.sync.deferrer is not None else None
+    return render(request, state, browser, "operator.html", accounts=rows, queue=queue)
 
 
 @router.post("/operator/accounts/{account_id}/sync")
