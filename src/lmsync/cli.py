@@ -127,8 +127,8 @@ def serve(
 
     settings = Settings()
     configure(settings.log_level, json=settings.log_json)
-    if not worker and settings.job_queue != "procrastinate":
-        raise _fail("--no-worker needs LMSYNC_JOB_QUEUE=procrastinate (on PostgreSQL)")
+    if not worker and wiring.deferrer_for(settings) is None:
+        raise _fail("--no-worker needs the PostgreSQL job queue (a PostgreSQL database)")
     app_ = create_app(settings, upgrade_schema=True, run_worker=worker)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
@@ -156,7 +156,7 @@ def worker_command(
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     if deferrer is None:
-        raise _fail("set LMSYNC_JOB_QUEUE=procrastinate (and a PostgreSQL LMSYNC_DATABASE_URL)")
+        raise _fail("lmsync worker needs a PostgreSQL LMSYNC_DATABASE_URL (the job queue)")
     url = settings.resolved_database_url()
     engine = make_engine(url)
     migrate.upgrade(engine)

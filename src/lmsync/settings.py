@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     # What runs the sync work. ``in-process``: one thread in ``lmsync serve`` (SQLite or one
     # machine). ``procrastinate`` (PostgreSQL only): jobs in the database, carried out by any
     # number of ``lmsync worker`` processes and by ``lmsync serve`` unless ``--no-worker``.
-    job_queue: Literal["in-process", "procrastinate"] = "in-process"
+    # ``auto``: procrastinate on PostgreSQL, in-process on SQLite.
+    job_queue: Literal["auto", "in-process", "procrastinate"] = "auto"
     # Accounts one worker process syncs at once (procrastinate).
     worker_concurrency: int = Field(default=2, ge=1, le=64)
     # A worker silent (no heartbeat) this long is gone: its jobs go back to the queue.

@@ -12,10 +12,13 @@ NEEDS_POSTGRES = "LMSYNC_JOB_QUEUE=procrastinate needs a PostgreSQL database (LM
 
 
 def deferrer_for(settings: Settings) -> Deferrer | None:
-    """The procrastinate deferrer when the settings ask for it; None for the in-process queue."""
-    if settings.job_queue != "procrastinate":
-        return None
+    """The procrastinate deferrer when the settings ask for it (``auto``: on PostgreSQL); None
+    for the in-process queue."""
     url = settings.resolved_database_url()
+    if settings.job_queue == "in-process" or (
+        settings.job_queue == "auto" and not is_postgres(url)
+    ):
+        return None
     if not is_postgres(url):
         raise ValueError(NEEDS_POSTGRES)
     return Deferrer(defer_app(url))

@@ -370,10 +370,18 @@ def decide(request: Request, state: State, browser: Writer, run_id: str, decisio
 @router.get("/operator/accounts", response_class=HTMLResponse)
 def operator_accounts(request: Request, state: State, browser: Browser) -> Response:
     browser.principal.require_operator()
+    return _operator_page(request, state, browser)
+
+
+def _operator_page(
+    request: Request, state: State, browser: BrowserSession, flash: str | None = None
+) -> Response:
+    """The accounts, their switch and (with the job queue) their jobs."""
     with state.uow() as session:
         rows, _ = accounts.list_accounts(session, limit=500, offset=0)
         queue = jobs_stats.by_account(session) if state.sync.deferrer is not None else None
-    return render(request, state, browser, "operator.html", accounts=rows, queue=queue)
+    extra: dict[str, Any] = {"flash": flash} if flash else {}
+    return render(request, state, browser, "operator.html", accounts=rows, queue=queue, **extra)
 
 
 @router.post("/operator/accounts/{account_id}/sync")
@@ -390,13 +398,6 @@ def operator_toggle(
     verb = "on" if enabled else "off"
     # The message names the account: the page answers with it instead of a redirect, since a
     # flash in a URL is only ever a code from the fixed catalogue.
-    with state.uow() as session:
-        rows, _ = accounts.list_accounts(session, limit=500, offset=0)
-    return render(
-        request,
-        state,
-        browser,
-        "operator.html",
-        accounts=rows,
-        flash=f"User synchronization switched {verb} for {name}.",
+    return _operator_page(
+        request, state, browser, flash=f"User synchronization switched {verb} for {name}."
     )
