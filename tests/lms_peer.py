@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,13 @@ def scim_user(
     }
 
 
-@pytest.fixture
-def lms(tmp_path: Path) -> Iterator[LmsProcess]:
-    log = (tmp_path / "lms.log").open("w")
+@contextmanager
+def running_lms(tmp_path: Path, *extra: str, name: str = "lms") -> Iterator[LmsProcess]:
+    """``python -m lmsync.lms.embedded`` with ``extra`` arguments (e.g. ``--latency-ms 50``),
+    stopped on exit; its log is ``tmp_path/<name>.log``."""
+    log = (tmp_path / f"{name}.log").open("w")
     with subprocess.Popen(
-        [sys.executable, "-m", "lmsync.lms.embedded", "--port", "0", "--token", LMS_TOKEN],
+        [sys.executable, "-m", "lmsync.lms.embedded", "--port", "0", "--token", LMS_TOKEN, *extra],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
@@ -104,5 +107,11 @@ def lms(tmp_path: Path) -> Iterator[LmsProcess]:
             )
         finally:
             proc.terminate()
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
             log.close()
+
+
+@pytest.fixture
+def lms(tmp_path: Path) -> Iterator[LmsProcess]:
+    with running_lms(tmp_path) as process:
+        yield process

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,7 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, text
 
-from lmsync.hr import accounts
+from lmsync.hr import accounts, employees
+from lmsync.jobs import wiring
 from lmsync.settings import Settings
 from lmsync.storage.database import make_engine, make_session_factory, transaction
 from lmsync.storage.tables import Employee, SyncRun
@@ -129,20 +130,55 @@ def test_a_hire_made_while_no_worker_runs_is_synced_when_one_starts(
         wait_for(lambda: lms.by_email("while.down@example.com"), timeout=10)
 
 
-def _spawn_worker(settings: Settings, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "LMSYNC_DATABASE_URL": str(settings.database_url),
-        "LMSYNC_DATA_DIR": str(settings.data_dir),
-        "LMSYNC_JOB_QUEUE": "procrastinate",
-        "LMSYNC_WORKER_CONCURRENCY": "2",
-    }
+def spawn_worker(settings: Settings, log: IO[bytes], **env: str) -> subprocess.Popen[bytes]:
+    """``lmsync worker`` on the settings' database; ``env`` adds or overrides variables."""
     return subprocess.Popen(
         [sys.executable, "-m", "lmsync", "worker"],
-        env=env,
+        env={
+            **os.environ,
+            "LMSYNC_DATABASE_URL": str(settings.database_url),
+            "LMSYNC_DATA_DIR": str(settings.data_dir),
+            "LMSYNC_JOB_QUEUE": "procrastinate",
+            "LMSYNC_WORKER_CONCURRENCY": "2",
+            **env,
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]], logs: Sequence[IO[bytes]]) -> None:
+    """SIGTERM (after SIGCONT, for a worker a test froze), then SIGKILL after 60 s."""
+    for proc in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+    for proc in workers:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    for log in logs:
+        log.close()
+
+
+def hire_many(settings: Settings, engine: Engine, account_id: str, n: int, prefix: str) -> None:
+    """``n`` hires in one transaction, through the job queue's hook (one job deferred)."""
+    sessions = make_session_factory(engine)
+    wiring.install(sessions, wiring.deferrer_for(settings))
+    with transaction(sessions) as session:
+        for k in range(n):
+            employees.hire(
+                session,
+                None,
+                account_id,
+                {
+                    "employee_number": f"E-{k}",
+                    "first_name": "F",
+                    "last_name": f"L{k}",
+                    "work_email": f"{prefix}{k}@example.com",
+                },
+            )
 
 
 def test_three_workers_never_sync_one_account_at_once(
@@ -151,27 +187,11 @@ def test_three_workers_never_sync_one_account_at_once(
     accounts_n, employees_n = 20, int(os.environ.get("LMSYNC_TEST_QUEUE_EMPLOYEES", "100"))
     ids = _accounts_with_active_interfaces(queue_settings, pg_engine, lms, accounts_n)
     logs = [(tmp_path / f"worker{i}.log").open("wb") for i in range(3)]
-    workers = [_spawn_worker(queue_settings, log) for log in logs]
+    workers = [spawn_worker(queue_settings, log) for log in logs]
     try:
         sessions = make_session_factory(pg_engine)
-        from lmsync.hr import employees
-        from lmsync.jobs import wiring
-
-        wiring.install(sessions, wiring.deferrer_for(queue_settings))
         for k, account_id in enumerate(ids):
-            with transaction(sessions) as session:
-                for n in range(employees_n):
-                    employees.hire(
-                        session,
-                        None,
-                        account_id,
-                        {
-                            "employee_number": f"E-{n}",
-                            "first_name": "F",
-                            "last_name": f"L{n}",
-                            "work_email": f"a{k}.p{n}@example.com",
-                        },
-                    )
+            hire_many(queue_settings, pg_engine, account_id, employees_n, f"a{k}.p")
         total = accounts_n * employees_n
 
         def all_created() -> bool:
@@ -194,15 +214,7 @@ def test_three_workers_never_sync_one_account_at_once(
             if first.account_id == second.account_id:
                 assert first.finished_at <= second.started_at, (first, second)
     finally:
-        for proc in workers:
-            proc.send_signal(signal.SIGTERM)
-        for proc in workers:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for log in logs:
-            log.close()
+        stop_workers(workers, logs)
 
 
 def _accounts_with_active_interfaces(

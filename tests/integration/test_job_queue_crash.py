@@ -5,27 +5,26 @@ wakes up after another took the account writes nothing more for it."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from sqlalchemy import Engine, select, text
 
-from lmsync.hr import employees
-from lmsync.jobs import wiring
 from lmsync.settings import Settings
-from lmsync.storage.database import make_engine, make_session_factory, transaction
+from lmsync.storage.database import make_engine, make_session_factory
 from lmsync.storage.tables import SyncRun
 from tests.conftest import _truncate_all
 from tests.integration.conftest import wait_for
-from tests.integration.test_job_queue import _accounts_with_active_interfaces
-from tests.lms_peer import LMS_TOKEN, LmsProcess
+from tests.integration.test_job_queue import (
+    _accounts_with_active_interfaces,
+    hire_many,
+    spawn_worker,
+    stop_workers,
+)
+from tests.lms_peer import LmsProcess, running_lms
 
 STALL_SECONDS = "3"
 LEASE_SECONDS = "3"
@@ -34,35 +33,8 @@ LEASE_SECONDS = "3"
 @pytest.fixture
 def slow_lms(tmp_path: Path) -> Iterator[LmsProcess]:
     """The SCIM server, answering each request after 50 ms (an LMS across a network)."""
-    log = (tmp_path / "slow-lms.log").open("w")
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lmsync.lms.embedded",
-            "--port",
-            "0",
-            "--token",
-            LMS_TOKEN,
-            "--latency-ms",
-            "50",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().strip()
-            assert line.startswith("ready "), line
-            base = line.removeprefix("ready ")
-            yield LmsProcess(
-                base_url=base, admin_url=base.removesuffix("/v2") + "/admin", token=LMS_TOKEN
-            )
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            log.close()
+    with running_lms(tmp_path, "--latency-ms", "50", name="slow-lms") as process:
+        yield process
 
 
 @pytest.fixture
@@ -78,39 +50,6 @@ def pg(postgres_database: str, tmp_path: Path) -> Iterator[tuple[Settings, Engin
     engine = make_engine(postgres_database)
     yield settings, engine
     engine.dispose()
-
-
-def spawn(settings: Settings, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "LMSYNC_DATABASE_URL": str(settings.database_url),
-        "LMSYNC_DATA_DIR": str(settings.data_dir),
-        "LMSYNC_JOB_QUEUE": "procrastinate",
-        "LMSYNC_JOB_STALL_SECONDS": STALL_SECONDS,
-        "LMSYNC_SYNC_LEASE_SECONDS": LEASE_SECONDS,
-        "LMSYNC_WORKER_CONCURRENCY": "1",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "lmsync", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-
-
-def hire_many(settings: Settings, engine: Engine, account_id: str, n: int) -> None:
-    sessions = make_session_factory(engine)
-    wiring.install(sessions, wiring.deferrer_for(settings))
-    with transaction(sessions) as session:
-        for k in range(n):
-            employees.hire(
-                session,
-                None,
-                account_id,
-                {
-                    "employee_number": f"E-{k}",
-                    "first_name": "F",
-                    "last_name": f"L{k}",
-                    "work_email": f"p{k}@example.com",
-                },
-            )
 
 
 def running_owner_log(logs: list[Path]) -> int | None:
@@ -130,11 +69,20 @@ def test_a_worker_lost_mid_run_loses_nothing_and_duplicates_nothing(
     [account_id] = _accounts_with_active_interfaces(settings, engine, slow_lms, 1)
     paths = [tmp_path / f"worker{i}.log" for i in range(2)]
     logs = [p.open("wb") for p in paths]
-    workers = [spawn(settings, log) for log in logs]
+    workers = [
+        spawn_worker(
+            settings,
+            log,
+            LMSYNC_JOB_STALL_SECONDS=STALL_SECONDS,
+            LMSYNC_SYNC_LEASE_SECONDS=LEASE_SECONDS,
+            LMSYNC_WORKER_CONCURRENCY="1",
+        )
+        for log in logs
+    ]
     total = 300
     try:
         time.sleep(2)  # both workers listening
-        hire_many(settings, engine, account_id, total)
+        hire_many(settings, engine, account_id, total, "p")
         wait_for(lambda: running_owner_log(paths) is not None, timeout=30)
         victim = running_owner_log(paths)
         assert victim is not None
@@ -175,14 +123,4 @@ def test_a_worker_lost_mid_run_loses_nothing_and_duplicates_nothing(
             ).scalar()
         assert left == 0  # nothing queued lost, nothing left doing
     finally:
-        for proc in workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.send_signal(signal.SIGTERM)
-        for proc in workers:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for log in logs:
-            log.close()
+        stop_workers(workers, logs)
