@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from lmsync.lms.embedded import PORTAL_HEADER
+
 LMS_TOKEN = "lms-test-token"
 
 
@@ -24,16 +26,13 @@ class LmsProcess:
     base_url: str
     admin_url: str
     token: str
+    portal: str | None = None  # the one portal it serves (``--portal``), named in a header
 
     def _http(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url,
-            headers={
-                "Authorization": f"Bearer {self.token}",
-                "Content-Type": "application/scim+json",
-            },
-            timeout=30,
-        )
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/scim+json"}
+        if self.portal is not None:
+            headers[PORTAL_HEADER] = self.portal
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
 
     def users(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -87,10 +86,14 @@ def scim_user(
 
 
 @contextmanager
-def running_lms(tmp_path: Path, *extra: str, name: str = "lms") -> Iterator[LmsProcess]:
+def running_lms(
+    tmp_path: Path, *extra: str, name: str = "lms", portal: str | None = None
+) -> Iterator[LmsProcess]:
     """``python -m lmsync.lms.embedded`` with ``extra`` arguments (e.g. ``--latency-ms 50``),
-    stopped on exit; its log is ``tmp_path/<name>.log``."""
+    serving only ``portal`` if given, stopped on exit; its log is ``tmp_path/<name>.log``."""
     log = (tmp_path / f"{name}.log").open("w")
+    if portal is not None:
+        extra = (*extra, "--portal", portal)
     with subprocess.Popen(
         [sys.executable, "-m", "lmsync.lms.embedded", "--port", "0", "--token", LMS_TOKEN, *extra],
         stdout=subprocess.PIPE,
@@ -103,7 +106,10 @@ def running_lms(tmp_path: Path, *extra: str, name: str = "lms") -> Iterator[LmsP
             assert line.startswith("ready "), line
             base = line.removeprefix("ready ")
             yield LmsProcess(
-                base_url=base, admin_url=base.removesuffix("/v2") + "/_admin", token=LMS_TOKEN
+                base_url=base,
+                admin_url=base.removesuffix("/v2") + "/_admin",
+                token=LMS_TOKEN,
+                portal=portal,
             )
         finally:
             proc.terminate()

@@ -139,6 +139,18 @@ def worker_command(
         int | None,
         typer.Option(help="Accounts synced at once (default LMSYNC_WORKER_CONCURRENCY)."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve this process's Prometheus metrics (runs, LMS requests, jobs) on this "
+            "port at /metrics (default: not served).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address the metrics port listens on.")
+    ] = "127.0.0.1",
 ) -> None:
     """Carry out sync jobs from the PostgreSQL queue (LMSYNC_JOB_QUEUE=procrastinate) until
     stopped (SIGINT/SIGTERM: the running jobs finish first). Run as many as needed."""
@@ -157,6 +169,13 @@ def worker_command(
         raise _fail(str(exc)) from exc
     if deferrer is None:
         raise _fail("lmsync worker needs a PostgreSQL LMSYNC_DATABASE_URL (the job queue)")
+    if metrics_port is not None:
+        import prometheus_client
+
+        try:  # a daemon thread; the default registry: this process's counters
+            prometheus_client.start_http_server(metrics_port, addr=metrics_host)
+        except OSError as exc:
+            raise _fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
     url = settings.resolved_database_url()
     engine = make_engine(url)
     migrate.upgrade(engine)
@@ -452,7 +471,24 @@ def lms_configure(
     ] = False,
     username: Annotated[str | None, typer.Option(help="User name (basic auth).")] = None,
     auth_header: Annotated[str, typer.Option(help="Header carrying an API key.")] = "X-API-Key",
-    portal_id: Annotated[str | None, typer.Option(help="The LMS portal id, if any.")] = None,
+    portal_id: Annotated[
+        str | None,
+        typer.Option(
+            help="The portal (tenant) of an LMS that hosts several behind one URL; sent with "
+            "every request."
+        ),
+    ] = None,
+    portal_id_in: Annotated[
+        str,
+        typer.Option(
+            "--portal-id-in",
+            help="How the portal id is sent: header (--portal-id-header) or path (a segment "
+            "appended to the URL).",
+        ),
+    ] = "header",
+    portal_id_header: Annotated[
+        str, typer.Option("--portal-id-header", help="The header carrying the portal id.")
+    ] = "X-Portal-Id",
     hourly: Annotated[
         bool, typer.Option(help="Activate automatic transfer to LMS at each hour.")
     ] = True,
@@ -479,7 +515,11 @@ def lms_configure(
                 "hourly_transfer": hourly,
                 "sync_users": sync_users,
                 "deactivate_terminated": deactivate,
-                "options": {"user_name_field": user_name_field},
+                "options": {
+                    "user_name_field": user_name_field,
+                    "portal_id_in": portal_id_in,
+                    "portal_id_header": portal_id_header,
+                },
             }
         )
     except ValidationError as exc:

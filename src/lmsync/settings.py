@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # A worker silent (no heartbeat) this long is gone: its jobs go back to the queue.
     job_stall_seconds: float = Field(default=60.0, ge=2.0, le=3600.0)
     lms_denied_hosts: str = "169.254.0.0/16,fe80::/10"
+    # When set, ``GET /metrics`` (Prometheus) asks for ``Authorization: Bearer <this token>``;
+    # unset, it is open (its labels name no account, employee or email).
+    metrics_token: str | None = None
 
     def resolved_database_url(self) -> str:
         """The configured URL, else a SQLite file in the data directory.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,5 +105,31 @@ def test_terminations_recorded_before_0005_stay_in_effect(empty_url: str) -> Non
         with engine.connect() as conn:
             statuses = conn.execute(text("SELECT status FROM employees ORDER BY id")).scalars()
             assert list(statuses) == ["active", "terminated"]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("empty_url", ["postgresql"], indirect=True)
+def test_processes_started_together_upgrade_the_schema_once(empty_url: str) -> None:
+    """A fleet starting at once (web tier and workers each upgrade at start) on an empty
+    PostgreSQL database: every process succeeds, the schema is built once."""
+    env = {**os.environ, "LMSYNC_DATABASE_URL": empty_url}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lmsync", "db", "upgrade"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0, 0], outputs
+    engine = make_engine(empty_url)
+    try:
+        assert {t.name for t in Base.metadata.sorted_tables} <= set(
+            inspect(engine).get_table_names()
+        )
     finally:
         engine.dispose()

@@ -442,3 +442,37 @@ def test_main_rejects_a_negative_latency(capsys: pytest.CaptureFixture[str]) -> 
         main(["--latency-ms", "-1"])
     assert exit_info.value.code == 2
     assert "--latency-ms must be between 0 and 60000" in capsys.readouterr().err
+
+
+def test_a_portal_must_be_named_in_the_header_or_the_path() -> None:
+    """``--portal``: a multi-portal LMS, for the connector's portal identifier."""
+    portal, segment = "acme eu/1", "acme%20eu%2F1"
+    with EmbeddedLms(portal=portal) as lms, httpx.Client(timeout=10) as client:
+        root = f"http://127.0.0.1:{lms.port}"
+        by_path = client.post(f"{root}/v2/{segment}/Users", json=_user("portal.path"))
+        assert by_path.status_code == 201, by_path.text
+        by_header = client.get(f"{lms.base_url}/Users", headers={"X-Portal-Id": portal})
+        assert by_header.json()["totalResults"] == 1  # the same store
+        without_version = client.get(f"{root}/{segment}/Users/{by_path.json()['id']}")
+        assert without_version.status_code == 200
+
+        refused = [
+            client.get(f"{lms.base_url}/Users"),  # no portal
+            client.get(f"{lms.base_url}/acme/Users"),  # another portal
+            client.get(f"{root}/v2/acme%20eu/1/Users"),  # the "/" not encoded: another one
+            client.get(f"{lms.base_url}/Users", headers={"X-Portal-Id": "acme"}),
+            # The header names the portal when present, even with the right path.
+            client.get(f"{root}/v2/{segment}/Users", headers={"X-Portal-Id": "other"}),
+        ]
+        assert [r.status_code for r in refused] == [404] * len(refused)
+        assert refused[0].json()["detail"] == "Unknown portal"
+        stats = client.get(f"{lms.admin_url}/stats").json()
+        assert stats["wrong_portal"] == len(refused)
+        assert stats["requests"] == {"POST": 1, "GET": 2}
+
+
+def test_main_rejects_an_empty_portal(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--portal", ""])
+    assert exit_info.value.code == 2
+    assert "--portal must not be empty" in capsys.readouterr().err

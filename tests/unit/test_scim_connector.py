@@ -16,7 +16,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from lmsync.domain.interface import InterfaceIn
+from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.lms.base import (
     AlreadyExistsError,
     ConnectionReport,
@@ -27,6 +30,7 @@ from lmsync.lms.base import (
     RejectedError,
     TransientError,
 )
+from lmsync.lms.registry import scim_settings
 from lmsync.lms.scim import (
     CORE_USER,
     DEFAULT_EXTENSION_URN,
@@ -40,6 +44,7 @@ from lmsync.lms.scim import (
     user_name,
     user_resource,
 )
+from lmsync.storage.tables import LmsInterface
 from lmsync.sync.mapping import CREATE_ONLY_FIELDS, MAINTAINED_FIELDS
 from lmsync.sync.rules import diff
 
@@ -1282,3 +1287,329 @@ def test_create_only_fields_are_the_extension_ones() -> None:
 
     assert set(CREATE_ONLY) == set(CREATE_ONLY_FIELDS)
     assert len(resource[EXT]) == len(CREATE_ONLY_FIELDS) + 1
+
+
+# --- the portal identifier -------------------------------------------------------------------
+
+PORTAL = replace(SETTINGS, portal_id="acme")
+
+
+ROOTS = ("Users", "ServiceProviderConfig", "Schemas", "ResourceTypes")
+
+
+def _recording_server(seen: list[httpx.Request]) -> Handler:
+    """A mock SCIM server answering every request kind, under any portal path segment; records
+    each request."""
+    discovery = make_server()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = path_of(request)
+        portal, _, rest = path.removeprefix("/").partition("/")
+        if portal not in ROOTS:
+            path = f"/{rest}"
+        if path in ("/ServiceProviderConfig", "/Schemas", "/ResourceTypes"):
+            url = request.url.copy_with(path=PREFIX + path)
+            return discovery(httpx.Request(request.method, url, headers=request.headers))
+        if request.method == "POST":
+            return scim(201, stored("u-1"))
+        if request.method in ("PATCH", "PUT"):
+            return scim(200, stored("u-1"))
+        if path == "/Users/u-1":
+            return scim(200, stored("u-1"))
+        return scim(200, list_response([stored("u-1")]))
+
+    return handler
+
+
+def _every_request_kind(connect: Connect, settings: ScimSettings) -> list[httpx.Request]:
+    """Every request the connector makes: list, searches, get, create, PATCH, GET+PUT, test."""
+    seen: list[httpx.Request] = []
+    connector = connect(_recording_server(seen), settings)
+    connector.list_page(1, 10)
+    connector.find_by_email("jean@example.ca")
+    connector.find_by_external_id(FIELDS["external_id"])
+    connector.get("u-1")
+    connector.create(FIELDS, CREATE_ONLY)
+    connector.update("u-1", {**FIELDS, "job_title": "Lead"}, {"job_title"}, active=False)
+    connect(_recording_server(seen), replace(settings, use_patch=False)).update(
+        "u-1", {**FIELDS, "job_title": "Lead"}, {"job_title"}
+    )
+    assert connector.test().ok is True
+    assert {r.method for r in seen} == {"GET", "POST", "PATCH", "PUT"}
+    return seen
+
+
+def test_portal_id_is_sent_in_its_header_with_every_request(connect: Connect) -> None:
+    seen = _every_request_kind(connect, PORTAL)
+
+    assert [r.headers.get("X-Portal-Id") for r in seen] == ["acme"] * len(seen)
+    # The URL is left alone, and the authentication too.
+    assert {r.url.path for r in seen} >= {f"{PREFIX}/Users", f"{PREFIX}/Users/u-1"}
+    assert all(r.url.path.startswith(f"{PREFIX}/") for r in seen)
+    assert all(r.headers["Authorization"] == "Bearer s3cret" for r in seen)
+
+
+def test_portal_id_header_name_is_configurable(connect: Connect) -> None:
+    settings = replace(PORTAL, portal_id_header="X-Tenant")
+
+    headers = _headers_sent(connect, settings)
+
+    assert headers["X-Tenant"] == "acme"
+    assert "X-Portal-Id" not in headers
+
+
+def test_portal_id_in_path_is_a_segment_before_users(connect: Connect) -> None:
+    seen = _every_request_kind(connect, replace(PORTAL, portal_id_in="path"))
+
+    assert all(r.url.path.startswith(f"{PREFIX}/acme/") for r in seen)
+    assert {r.url.path for r in seen} >= {
+        f"{PREFIX}/acme/Users",
+        f"{PREFIX}/acme/Users/u-1",
+        f"{PREFIX}/acme/ServiceProviderConfig",
+    }
+    assert all("X-Portal-Id" not in r.headers for r in seen)
+
+
+@pytest.mark.parametrize(
+    ("portal_id", "segment"),
+    [
+        ("eu/1", b"eu%2F1"),
+        ("acme eu", b"acme%20eu"),
+        ("Montréal?#%", b"Montr%C3%A9al%3F%23%25"),
+        ("a.b~c_d-e", b"a.b~c_d-e"),
+    ],
+)
+@pytest.mark.parametrize("base_url", [BASE_URL, f"{BASE_URL}/"])
+def test_portal_id_in_path_is_percent_encoded(
+    connect: Connect, portal_id: str, segment: bytes, base_url: str
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return scim(200, list_response([stored("u-1")]))
+
+    settings = replace(SETTINGS, base_url=base_url, portal_id=portal_id, portal_id_in="path")
+    connect(handler, settings).list_page(1, 10)
+
+    assert seen[0].url.raw_path.startswith(PREFIX.encode() + b"/" + segment + b"/Users?")
+    assert seen[0].url.params["count"] == "10"
+
+
+@pytest.mark.parametrize("portal_id", [None, ""])
+@pytest.mark.parametrize("portal_id_in", ["header", "path"])
+def test_without_portal_id_nothing_is_sent(
+    connect: Connect, portal_id: str | None, portal_id_in: str
+) -> None:
+    seen = _every_request_kind(
+        connect, replace(SETTINGS, portal_id=portal_id, portal_id_in=portal_id_in)
+    )
+
+    assert all("X-Portal-Id" not in r.headers for r in seen)
+    assert all(r.url.path.startswith(f"{PREFIX}/") for r in seen)
+    assert not any(r.url.path.startswith(f"{PREFIX}/acme") for r in seen)
+
+
+@pytest.mark.parametrize(
+    ("settings", "finding"),
+    [
+        (PORTAL, "portal identifier sent as header X-Portal-Id"),
+        (replace(PORTAL, portal_id_header="X-Tenant"), "portal identifier sent as header X-Tenant"),
+        (replace(PORTAL, portal_id_in="path"), "portal identifier sent as a path segment"),
+    ],
+)
+def test_connection_check_says_how_the_portal_id_is_sent(
+    connect: Connect, settings: ScimSettings, finding: str
+) -> None:
+    seen: list[httpx.Request] = []
+    report = connect(_recording_server(seen), settings).test()
+
+    assert report.ok is True
+    assert any(f.level == "ok" and f.message.startswith(finding) for f in report.findings)
+    assert not any("s3cret" in f.message for f in report.findings)
+
+
+def test_connection_check_names_the_portal_form_even_when_the_portal_is_unknown(
+    connect: Connect,
+) -> None:
+    report = connect(lambda request: scim(404, {"detail": "no such portal"}), PORTAL).test()
+
+    assert report.ok is False
+    assert report.findings[0].message == "portal identifier sent as header X-Portal-Id"
+    assert errors(report)[0].startswith("ServiceProviderConfig:")
+
+
+def test_connection_check_without_portal_id_says_nothing_of_it(connect: Connect) -> None:
+    report = connect(make_server()).test()
+
+    assert not any("portal" in f.message for f in report.findings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (replace(PORTAL, portal_id_header="Authorization"), "reserved"),
+        (replace(PORTAL, portal_id_header="Content-Type"), "reserved"),
+        (replace(PORTAL, portal_id_header="X Portal"), "HTTP header name"),
+        (
+            replace(PORTAL, auth_type="api_key", auth_header="x-portal-id"),
+            "it is the API key header",
+        ),
+        (replace(PORTAL, portal_id="Montréal"), "path segment instead"),
+        (replace(PORTAL, portal_id="a\r\nX-Evil: 1"), "path segment instead"),
+        (replace(PORTAL, portal_id_in="query"), "unknown portal identifier form"),
+    ],
+)
+def test_connector_refuses_a_portal_id_it_cannot_send(settings: ScimSettings, message: str) -> None:
+    """The stored options were checked when saved: this is the last line of defence."""
+    with pytest.raises(MisconfiguredError, match=message):
+        ScimConnector(settings, transport=httpx.MockTransport(fail_on_call))
+
+
+def test_a_non_ascii_portal_id_goes_in_the_path(connect: Connect) -> None:
+    seen: list[httpx.Request] = []
+    settings = replace(PORTAL, portal_id="Montréal", portal_id_in="path")
+
+    connect(_recording_server(seen), settings).get("u-1")
+
+    assert seen[0].url.raw_path == PREFIX.encode() + b"/Montr%C3%A9al/Users/u-1"
+
+
+# --- the portal identifier: validation (the field paths the API and the page report) ----------
+
+
+def _interface_errors(**overrides: Any) -> dict[str, str]:
+    body = {"base_url": BASE_URL, **overrides}
+    try:
+        InterfaceIn.model_validate(body)
+    except ValidationError as exc:
+        return {e.field: e.message for e in pydantic_field_errors(exc)}
+    return {}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Authorization",
+        "authorization",
+        "Proxy-Authorization",
+        "Host",
+        "Content-Type",
+        "Content-Length",
+        "content-encoding",
+        "Transfer-Encoding",
+        "Connection",
+        "Cookie",
+        "X-Forwarded-For",
+        "Accept",
+    ],
+)
+def test_a_reserved_portal_header_is_a_field_error(name: str) -> None:
+    errors = _interface_errors(options={"portal_id_header": name}, portal_id="acme")
+
+    assert list(errors) == ["options.portal_id_header"]
+    assert errors["options.portal_id_header"].startswith(f"{name} is reserved")
+
+
+@pytest.mark.parametrize("name", ["", "X Portal", "X-Portal:Id", "X-Portal\r\nX-Evil", "Pörtal"])
+def test_a_portal_header_that_is_not_a_header_name_is_a_field_error(name: str) -> None:
+    errors = _interface_errors(options={"portal_id_header": name})
+
+    assert "must be an HTTP header name" in errors["options.portal_id_header"]
+
+
+@pytest.mark.parametrize("name", ["X-Portal-Id", "X-Tenant", "tenant_id", "X-Moodle-Tenant"])
+def test_usable_portal_headers_are_accepted(name: str) -> None:
+    assert _interface_errors(options={"portal_id_header": name}, portal_id="acme") == {}
+
+
+def test_the_api_key_header_cannot_carry_the_portal_id() -> None:
+    errors = _interface_errors(
+        auth_type="api_key",
+        auth_header="X-Portal-Id",
+        portal_id="acme",
+        options={"portal_id_header": "x-portal-id"},
+    )
+
+    assert errors == {
+        "options.portal_id_header": "the API key header cannot also carry the portal identifier"
+    }
+    # With a bearer token, the API key header is not sent: no clash.
+    assert _interface_errors(auth_header="X-Portal-Id", portal_id="acme") == {}
+
+
+@pytest.mark.parametrize("portal_id", ["Montréal", "a\u00a0b"])
+def test_a_non_ascii_portal_id_is_refused_in_a_header_but_not_in_the_path(portal_id: str) -> None:
+    errors = _interface_errors(portal_id=portal_id)
+
+    assert list(errors) == ["portal_id"]
+    assert "path segment" in errors["portal_id"]
+    assert _interface_errors(portal_id=portal_id, options={"portal_id_in": "path"}) == {}
+
+
+@pytest.mark.parametrize("portal_id", ["a\r\nX-Evil: 1", "a\nb", "a\u0000b", "a\u200bb"])
+@pytest.mark.parametrize("portal_id_in", ["header", "path"])
+def test_control_characters_in_the_portal_id_are_refused(portal_id: str, portal_id_in: str) -> None:
+    errors = _interface_errors(portal_id=portal_id, options={"portal_id_in": portal_id_in})
+
+    assert errors == {"portal_id": "must not contain control characters"}
+
+
+@pytest.mark.parametrize("portal_id", [".", ".."])
+def test_dot_segments_cannot_be_the_portal_path_segment(portal_id: str) -> None:
+    errors = _interface_errors(portal_id=portal_id, options={"portal_id_in": "path"})
+
+    assert errors == {"portal_id": "cannot be a path segment"}
+
+
+def test_portal_id_is_trimmed_and_blank_is_none() -> None:
+    body = {"base_url": BASE_URL}
+    assert InterfaceIn.model_validate({**body, "portal_id": "  acme "}).portal_id == "acme"
+    assert InterfaceIn.model_validate({**body, "portal_id": "   "}).portal_id is None
+    assert _interface_errors(portal_id="x" * 201) == {
+        "portal_id": "String should have at most 200 characters"
+    }
+
+
+def test_portal_id_in_is_header_or_path() -> None:
+    assert set(_interface_errors(options={"portal_id_in": "query"})) == {"options.portal_id_in"}
+    options = InterfaceIn.model_validate({"base_url": BASE_URL}).options
+    assert (options.portal_id_in, options.portal_id_header) == ("header", "X-Portal-Id")
+
+
+# --- the portal identifier: from the stored interface to the connector ----------------------
+
+
+def _interface(**values: Any) -> LmsInterface:
+    defaults: dict[str, Any] = {
+        "account_id": "a-1",
+        "base_url": BASE_URL,
+        "auth_type": "bearer",
+        "auth_header": "X-API-Key",
+        "options": {},
+    }
+    return LmsInterface(**{**defaults, **values})
+
+
+def test_scim_settings_pass_the_portal_id_on() -> None:
+    options = {"portal_id_in": "path", "portal_id_header": "X-Tenant"}
+
+    settings = scim_settings(_interface(portal_id="acme", options=options), "s3cret")
+
+    assert (settings.portal_id, settings.portal_id_in, settings.portal_id_header) == (
+        "acme",
+        "path",
+        "X-Tenant",
+    )
+
+
+def test_scim_settings_of_an_interface_saved_before_the_portal_options() -> None:
+    settings = scim_settings(_interface(portal_id=" acme ", options={"use_patch": True}), None)
+
+    assert (settings.portal_id, settings.portal_id_in, settings.portal_id_header) == (
+        "acme",
+        "header",
+        "X-Portal-Id",
+    )
+    assert scim_settings(_interface(portal_id=""), None).portal_id is None

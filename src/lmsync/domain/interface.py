@@ -2,12 +2,78 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 AuthType = Literal["bearer", "api_key", "basic"]
+PortalIdIn = Literal["header", "path"]
+DEFAULT_PORTAL_HEADER = "X-Portal-Id"
+
+# An HTTP field name is a token (RFC 9110 §5.1, §5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Headers the portal identifier may not take: HTTP's own (hop-by-hop, framing, content, host,
+# caching), authentication, cookies, proxies and forwarding, and what lmsync sets itself.
+_RESERVED_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "authorization",
+        "connection",
+        "cookie",
+        "date",
+        "expect",
+        "forwarded",
+        "host",
+        "keep-alive",
+        "max-forwards",
+        "origin",
+        "referer",
+        "set-cookie",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "via",
+        "www-authenticate",
+        "x-real-ip",
+    }
+)
+_RESERVED_PREFIXES = ("content-", "proxy-", "sec-", "x-forwarded-", "if-", "cache-")
+
+
+def portal_header_problem(name: str) -> str | None:
+    """Why ``name`` cannot carry the portal identifier; None when it can."""
+    if not _TOKEN.fullmatch(name):
+        return "must be an HTTP header name: letters, digits and !#$%&'*+-.^_`|~ only"
+    folded = name.casefold()
+    if folded in _RESERVED_HEADERS or folded.startswith(_RESERVED_PREFIXES):
+        return (
+            f"{name} is reserved for HTTP, authentication or proxies: choose another header "
+            f"(e.g. {DEFAULT_PORTAL_HEADER})"
+        )
+    return None
+
+
+def _field_error(loc: tuple[str, ...], message: str, value: object) -> ValidationError:
+    """A validation error on the field at ``loc`` (raised by a model validator, which would
+    otherwise report it on the whole model)."""
+    error = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+    return ValidationError.from_exception_data("InterfaceIn", [error])
 
 
 def _no_control(value: str | None) -> str | None:
@@ -41,6 +107,26 @@ class ScimOptionsIn(BaseModel):
         description="LMS requests in flight at once during a sync: lower it for an LMS that "
         "limits its rate, raise it for a distant LMS that answers slowly.",
     )
+    portal_id_in: PortalIdIn = Field(
+        default="header",
+        description="How the portal identifier (when set) travels with every request: "
+        "`header` (in the `portal_id_header` header) or `path` (a path segment appended to "
+        "the URL, percent-encoded: `<URL>/<portal id>/Users`).",
+    )
+    portal_id_header: str = Field(
+        default=DEFAULT_PORTAL_HEADER,
+        max_length=100,
+        description="The header carrying the portal identifier (`portal_id_in: header`). "
+        "HTTP's own, authentication, cookie, proxy and forwarding headers are refused.",
+    )
+
+    @field_validator("portal_id_header")
+    @classmethod
+    def _usable_header(cls, value: str) -> str:
+        problem = portal_header_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("extension_attributes")
     @classmethod
@@ -74,7 +160,13 @@ class InterfaceIn(BaseModel):
     )
     username: str | None = Field(default=None, max_length=200, description="basic auth only")
     secret: str | None = Field(default=None, max_length=4000, description="write-only")
-    portal_id: str | None = Field(default=None, max_length=200)
+    portal_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The portal (tenant) of an LMS that serves several behind one URL; sent "
+        "with every request as `options.portal_id_in` says. Surrounding spaces are removed; "
+        "empty: none.",
+    )
     hourly_transfer: bool = Field(
         default=True, description="Activate automatic transfer to LMS at each hour"
     )
@@ -105,7 +197,13 @@ class InterfaceIn(BaseModel):
         "deactivations are counted.",
     )
 
-    _plain = field_validator("username", "portal_id")(_no_control)
+    _plain = field_validator("username")(_no_control)
+
+    @field_validator("portal_id")
+    @classmethod
+    def _trimmed_portal(cls, value: str | None) -> str | None:
+        value = _no_control(value)
+        return (value.strip() or None) if value is not None else None
 
     @field_validator("base_url")
     @classmethod
@@ -123,3 +221,30 @@ class InterfaceIn(BaseModel):
         if value and not basic and not (value.isascii() and value.isprintable()):
             raise ValueError("a token or API key may only hold printable ASCII characters")
         return _no_control(value)
+
+    @model_validator(mode="after")
+    def _portal_fits(self) -> Self:
+        """The portal identifier must fit where it goes; its header must not be the API key's."""
+        options, portal = self.options, self.portal_id
+        if (
+            options.portal_id_in == "header"
+            and self.auth_type == "api_key"
+            and options.portal_id_header.casefold() == self.auth_header.casefold()
+        ):
+            raise _field_error(
+                ("options", "portal_id_header"),
+                "the API key header cannot also carry the portal identifier",
+                options.portal_id_header,
+            )
+        if portal is None:
+            return self
+        if options.portal_id_in == "header" and not (portal.isascii() and portal.isprintable()):
+            raise _field_error(
+                ("portal_id",),
+                "sent in a header, the portal identifier may only hold printable ASCII "
+                "characters: send it as a path segment instead",
+                portal,
+            )
+        if options.portal_id_in == "path" and portal in (".", ".."):
+            raise _field_error(("portal_id",), "cannot be a path segment", portal)
+        return self

@@ -16,6 +16,7 @@ from lmsync.storage.database import transaction
 from lmsync.storage.tables import Account, LmsInterface, SyncRun, utcnow
 from lmsync.sync.engine import (
     RunOptions,
+    RunSummary,
     RunTakenOver,
     SyncEngine,
     has_ready_work,
@@ -26,6 +27,9 @@ from lmsync.sync.worker import automatic_interfaces, next_full_pass
 log = structlog.get_logger("lmsync.jobs")
 
 BUSY_RETRY = timedelta(seconds=1)
+# Employees a due job takes at most: a bulk edit of 20,000 is 10 jobs, and the account's
+# terminations and other accounts' due work go between them.
+DUE_SLICE = 2000
 
 
 class JobRunner:
@@ -50,14 +54,36 @@ class JobRunner:
             )
         )
 
+    def deactivate(self, account_id: str) -> None:
+        """The account's terminations in effect, alone: a run that deactivates them without
+        waiting for the rest of its due work."""
+        self._due_run(account_id, terminations_only=True)
+
     def due(self, account_id: str) -> None:
+        """The account's due work, ``DUE_SLICE`` employees a job: between two slices, the
+        account's terminations (higher priority, same lock) and other accounts' due work get
+        their turn."""
+        self._due_run(account_id, terminations_only=False)
+
+    def _due_run(self, account_id: str, *, terminations_only: bool) -> None:
         now = self.engine.clock()
         with self.sessions() as session:
             ready = self._automatic(session, account_id) is not None and has_ready_work(
-                session, account_id, now
+                session, account_id, now, terminations_only=terminations_only
             )
-        if ready and not self._run(account_id, RunOptions(trigger="change")):
-            return
+        if ready:
+            options = RunOptions(
+                trigger="change", terminations_only=terminations_only, limit=DUE_SLICE
+            )
+            summary = self._run(account_id, options, termination=terminations_only)
+            if summary is None:
+                return
+            if summary.more:  # the next slice, queued behind what waits now
+                with transaction(self.sessions) as session:
+                    if terminations_only:
+                        self.deferrer.deactivate(session, [account_id])
+                    else:
+                        self.deferrer.due(session, [account_id])
         self._schedule_next(account_id)
 
     def full_pass(self, account_id: str) -> None:
@@ -92,8 +118,12 @@ class JobRunner:
             return
         self._schedule_next(account_id)
 
-    def wake(self, account_id: str) -> None:
-        self.deferrer.due_now(self.sessions, [account_id])
+    def wake(self, account_id: str, *, termination: bool = False) -> None:
+        with transaction(self.sessions) as session:
+            if termination:
+                self.deferrer.deactivate(session, [account_id])
+            else:
+                self.deferrer.due(session, [account_id])
 
     def tick(self, now: datetime) -> None:
         """Each minute: defer the full passes whose time has come (never queued twice)."""
@@ -109,21 +139,25 @@ class JobRunner:
             with transaction(self.sessions) as session:
                 self.deferrer.full_pass(session, due)
 
-    def _run(self, account_id: str, options: RunOptions) -> bool:
+    def _run(
+        self, account_id: str, options: RunOptions, *, termination: bool = False
+    ) -> RunSummary | None:
         """Run; when another server holds the account (a manual run), try again shortly."""
         try:
-            self.engine.run(account_id, options)
+            return self.engine.run(account_id, options)
         except Conflict:
             log.info("sync busy; deferred again", account_id=account_id)
             with transaction(self.sessions) as session:
-                self.deferrer.wake_at(session, account_id, utcnow() + BUSY_RETRY)
-            return False
-        return True
+                self.deferrer.wake_at(
+                    session, account_id, utcnow() + BUSY_RETRY, termination=termination
+                )
+            return None
 
     def _schedule_next(self, account_id: str) -> None:
-        """A termination taking effect later (the end of a last day worked): wake then."""
+        """A termination taking effect later (the end of a last day worked): wake then. Only
+        a termination is due in the future (other changes are due at once)."""
         with transaction(self.sessions) as session:
             now = self.engine.clock()
             at = next_due(session, account_id, now)
             if at is not None:  # the queue schedules on the database's (real) clock
-                self.deferrer.wake_at(session, account_id, utcnow() + (at - now))
+                self.deferrer.wake_at(session, account_id, utcnow() + (at - now), termination=True)

@@ -14,6 +14,8 @@ from procrastinate.exceptions import UniqueViolation
 from procrastinate.jobs import Status
 
 from lmsync.jobs.queue import (
+    DEACTIVATE_QUEUE,
+    DEACTIVATE_TASK,
     DUE_TASK,
     PASS_TASK,
     QUEUE,
@@ -42,6 +44,10 @@ def runner() -> JobRunner:
 
 
 def register(app: procrastinate.App) -> None:
+    @app.task(name=DEACTIVATE_TASK, queue=DEACTIVATE_QUEUE)
+    def sync_deactivate(account_id: str) -> None:
+        runner().deactivate(account_id)
+
     @app.task(name=DUE_TASK, queue=QUEUE)
     def sync_due(account_id: str) -> None:
         runner().due(account_id)
@@ -55,8 +61,8 @@ def register(app: procrastinate.App) -> None:
         runner().run_queued(account_id, run_id)
 
     @app.task(name=WAKE_TASK, queue=QUEUE)
-    def wake_at(account_id: str) -> None:
-        runner().wake(account_id)
+    def wake_at(account_id: str, termination: bool = False) -> None:
+        runner().wake(account_id, termination=termination)
 
     @app.periodic(cron="* * * * *")
     @app.task(name=TICK_TASK, queue=QUEUE, queueing_lock=TICK_TASK)

@@ -28,4 +28,4 @@ def install(sessions: sessionmaker[Session], deferrer: Deferrer | None) -> None:
     """Every transaction of ``sessions`` that makes employees due defers their accounts' job
     before it commits (procrastinate); the in-process queue needs nothing here."""
     if deferrer is not None:
-        due_hook.install(sessions, deferrer.due)
+        due_hook.install(sessions, deferrer.changed)

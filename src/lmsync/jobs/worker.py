@@ -1,9 +1,14 @@
 """Running procrastinate workers: in a thread of ``lmsync serve``, or as ``lmsync worker``.
 
-A worker fetches jobs by priority (due work before hourly passes), one at a time per account
-(the ``account:<id>`` lock), wakes on the queue's NOTIFY and polls every second for scheduled
-jobs (a termination taking effect at midnight). Sync tasks run in the worker's threads, so
-``concurrency`` accounts are synced at once.
+A worker fetches jobs by priority (terminations, then due work, then hourly passes), one at a
+time per account (the ``account:<id>`` lock), wakes on the queue's NOTIFY and polls every second
+for scheduled jobs (a termination taking effect at midnight). Sync tasks run in the worker's
+threads, so ``concurrency`` accounts are synced at once.
+
+Every process runs two procrastinate workers on one app: the main one on every queue, and a
+*termination lane* of one slot on the ``deactivate`` queue only. When the main slots are all
+busy with long runs (a 20,000-employee activation, hourly passes), a termination still starts
+at once in the lane.
 """
 
 from __future__ import annotations
@@ -14,42 +19,73 @@ import threading
 from typing import Any
 
 import procrastinate
+from procrastinate import signals
+from procrastinate.worker import Worker
 
 from lmsync.jobs import tasks
-from lmsync.jobs.queue import QUEUE, conninfo
+from lmsync.jobs.observe import observe_job
+from lmsync.jobs.queue import DEACTIVATE_QUEUE, QUEUE, conninfo
 from lmsync.jobs.runner import JobRunner
 
 POLL_SECONDS = 1.0
+LANE_CONCURRENCY = 1  # the termination lane's slots
 
 
 def worker_app(database_url: str, concurrency: int) -> procrastinate.App:
+    # Each of the two workers holds a connection to LISTEN and one to fetch or finish a job.
     connector = procrastinate.PsycopgConnector(
-        conninfo=conninfo(database_url), min_size=1, max_size=concurrency + 2
+        conninfo=conninfo(database_url), min_size=1, max_size=concurrency + LANE_CONCURRENCY + 4
     )
     app = procrastinate.App(connector=connector)
     tasks.register(app)
     return app
 
 
-def options(concurrency: int, name: str, stall_seconds: float = 60.0) -> dict[str, Any]:
+def options(
+    concurrency: int, name: str, stall_seconds: float = 60.0, queues: list[str] | None = None
+) -> dict[str, Any]:
     return {
         # Heartbeats often enough that a live worker is never taken for a dead one.
         "update_heartbeat_interval": stall_seconds / 4,
         "stalled_worker_timeout": stall_seconds,
-        "queues": [QUEUE],
+        "queues": queues or [DEACTIVATE_QUEUE, QUEUE],
         "concurrency": concurrency,
         "name": name,
         "fetch_job_polling_interval": POLL_SECONDS,
         "delete_jobs": "successful",
         "shutdown_graceful_timeout": 30,
+        "worker_middleware": [observe_job],  # job wait and duration metrics
+        "install_signal_handlers": False,  # run() stops both workers on a signal
     }
 
 
 async def run(
-    app: procrastinate.App, concurrency: int, name: str, stall_seconds: float, **extra: Any
+    app: procrastinate.App,
+    concurrency: int,
+    name: str,
+    stall_seconds: float,
+    *,
+    install_signal_handlers: bool = True,
 ) -> None:
+    """The main worker and the termination lane, until a signal (or a cancel) stops both."""
     async with app.open_async():
-        await app.run_worker_async(**options(concurrency, name, stall_seconds), **extra)
+        workers = [
+            Worker(app=app, **options(concurrency, name, stall_seconds)),
+            Worker(
+                app=app,
+                **options(
+                    LANE_CONCURRENCY, f"{name}/terminations", stall_seconds, [DEACTIVATE_QUEUE]
+                ),
+            ),
+        ]
+
+        def stop() -> None:
+            for worker in workers:
+                worker.stop()  # type: ignore[no-untyped-call]
+
+        stopping = signals.on_stop(stop) if install_signal_handlers else contextlib.nullcontext()
+        with stopping:
+            await asyncio.gather(*(worker.run() for worker in workers))  # type: ignore[no-untyped-call]
 
 
 class BackgroundWorker:

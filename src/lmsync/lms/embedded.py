@@ -9,7 +9,10 @@ the discovery endpoints. A small ASGI middleware adds what a test of an LMS conn
   the write requests among them;
 * ``GET``/``POST``/``DELETE /_admin/faults``: the next ``count`` matching SCIM requests answer an
   injected error (429, 500, 503...) without reaching the SCIM application;
-* ``POST /_admin/users``: load a JSON list of SCIM users at once (seeding), outside the stats.
+* ``POST /_admin/users``: load a JSON list of SCIM users at once (seeding), outside the stats;
+* with a ``portal`` (opt-in), a multi-portal LMS: every SCIM request must name that portal, in
+  the ``X-Portal-Id`` header or as the path segment after ``/v2`` (``/v2/<portal>/Users``,
+  percent-encoded); any other request answers 404 (counted as ``wrong_portal``).
 
 The ``/_admin`` endpoints need no token: the server only listens on the loopback interface.
 Run it with ``python -m lmsync.lms.embedded --port P [--token T]``, or in a thread of the current
@@ -24,6 +27,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -69,6 +73,7 @@ SCIM_ERROR_URN = "urn:ietf:params:scim:api:messages:2.0:Error"
 SCIM_MEDIA_TYPE = "application/scim+json"
 HOST = "127.0.0.1"
 ADMIN_PREFIX = "/_admin"
+PORTAL_HEADER = "X-Portal-Id"
 
 _MAX_ADMIN_BODY = 64 * 1024 * 1024
 _WWW_AUTHENTICATE = 'Bearer realm="SCIM"'
@@ -127,20 +132,27 @@ def build_provider(*, bearer: bool) -> ScimProvider:
 
 
 def build_app(
-    token: str | None, *, email_index: bool = True, latency: float = 0.0
+    token: str | None,
+    *,
+    email_index: bool = True,
+    latency: float = 0.0,
+    portal: str | None = None,
 ) -> "LmsMiddleware":
     """The ASGI application of the embedded LMS: scim2-server in memory, behind the middleware.
 
     With a ``token``, every SCIM request but ``GET /ServiceProviderConfig`` must carry
     ``Authorization: Bearer <token>``. ``email_index``: answer ``emails.value eq`` searches from
     an index, as a real LMS would (see ``email_index.py``); False serves scim2-server's stock
-    search, which walks every user.
+    search, which walks every user. With a ``portal``, every SCIM request must name it (see the
+    module's documentation).
     """
     if token == "":
         raise ValueError("the bearer token must not be empty (pass None to disable it)")
+    if portal == "":
+        raise ValueError("the portal must not be empty (pass None to disable it)")
     storage = AsyncInMemoryStorage(EmailIndexedStorage() if email_index else InMemoryStorage())
     scim = ASGIApplication(storage, build_provider(bearer=token is not None))
-    return LmsMiddleware(scim, token, latency)
+    return LmsMiddleware(scim, token, latency, portal=portal)
 
 
 @dataclass
@@ -220,6 +232,22 @@ def _scim_path(path: str) -> str:
     return ASGIApplication.split_path(path).rstrip("/")
 
 
+def _without_portal(scope: Scope, portal: str) -> Scope | None:
+    """The request's scope with its portal taken out of the path; None when it names another
+    portal or none (in the ``X-Portal-Id`` header, or as the path segment after ``/v2``)."""
+    header = PORTAL_HEADER.lower().encode()
+    values = [bytes(v) for name, v in scope["headers"] if bytes(name).lower() == header]
+    if values:
+        return scope if values == [portal.encode()] else None
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    version = b"/v2" if raw == b"/v2" or raw.startswith(b"/v2/") else b""
+    segment, _, rest = raw[len(version) :].removeprefix(b"/").partition(b"/")
+    if urllib.parse.unquote(segment.decode("ascii", "replace")) != portal:
+        return None
+    path = version + b"/" + rest
+    return {**scope, "raw_path": path, "path": urllib.parse.unquote(path.decode("ascii"))}
+
+
 def _is_write(method: str, path: str) -> bool:
     if method == "POST":
         return not _scim_path(path).endswith("/.search")
@@ -275,9 +303,17 @@ class LmsMiddleware:
     Everything runs on the server's event loop, so plain attributes are enough.
     """
 
-    def __init__(self, scim: ASGIApplication, token: str | None, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        scim: ASGIApplication,
+        token: str | None,
+        latency: float = 0.0,
+        *,
+        portal: str | None = None,
+    ) -> None:
         self.scim = scim
         self._token = None if token is None else token.encode()
+        self.portal = portal  # None: one portal, nothing to name
         # Added before every SCIM answer, without holding the event loop: an LMS across a
         # network (the benchmarks' "LMS 30 ms away").
         self.latency = latency
@@ -285,6 +321,7 @@ class LmsMiddleware:
         self.writes = 0  # the write requests among them, whatever their answer
         self.faulted = 0  # SCIM requests answered by an injected fault
         self.unauthorized = 0  # SCIM requests refused for a missing or wrong token
+        self.wrong_portal = 0  # SCIM requests refused for naming another portal or none
         self.faults: list[FaultRule] = []
 
     # -- statistics --------------------------------------------------------------------------
@@ -295,11 +332,12 @@ class LmsMiddleware:
             "writes": self.writes,
             "faulted": self.faulted,
             "unauthorized": self.unauthorized,
+            "wrong_portal": self.wrong_portal,
         }
 
     def reset_stats(self) -> None:
         self.requests.clear()
-        self.writes = self.faulted = self.unauthorized = 0
+        self.writes = self.faulted = self.unauthorized = self.wrong_portal = 0
 
     # -- ASGI --------------------------------------------------------------------------------
 
@@ -314,6 +352,20 @@ class LmsMiddleware:
             return
         if self.latency:
             await asyncio.sleep(self.latency)
+
+        if self.portal is not None:
+            portal_scope = _without_portal(scope, self.portal)
+            if portal_scope is None:
+                self.wrong_portal += 1
+                await _read_body(receive)
+                await _send_json(
+                    send,
+                    HTTPStatus.NOT_FOUND,
+                    _scim_error(404, "Unknown portal"),
+                    content_type=SCIM_MEDIA_TYPE,
+                )
+                return
+            scope, path = portal_scope, ASGIApplication.get_path(portal_scope)
 
         if not self._authorized(scope, method, path):
             self.unauthorized += 1
@@ -530,11 +582,13 @@ class EmbeddedLms:
         *,
         email_index: bool = True,
         latency: float = 0.0,
+        portal: str | None = None,
     ) -> None:
         self.requested_port = port
         self.token = token
         self.email_index = email_index
         self.latency = latency
+        self.portal = portal
         self.app: LmsMiddleware | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -565,7 +619,9 @@ class EmbeddedLms:
         """Listen on 127.0.0.1 and return once requests are served."""
         if self._thread is not None:
             raise RuntimeError("the embedded LMS is already started")
-        app = build_app(self.token, email_index=self.email_index, latency=self.latency)
+        app = build_app(
+            self.token, email_index=self.email_index, latency=self.latency, portal=self.portal
+        )
         sock = _listen(self.requested_port)
         port = int(sock.getsockname()[1])
         ready = threading.Event()
@@ -641,6 +697,11 @@ def main(argv: list[str] | None = None) -> None:
         help="wait this long before answering each SCIM request, as an LMS across a network "
         "would (default 0)",
     )
+    parser.add_argument(
+        "--portal",
+        help=f"serve one portal of a multi-portal LMS: every SCIM request must name it, in the "
+        f"{PORTAL_HEADER} header or as the path segment after /v2 (default: none)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
@@ -648,6 +709,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--token must not be empty")
     if not 0 <= args.latency_ms <= 60_000:
         parser.error("--latency-ms must be between 0 and 60000")
+    if args.portal == "":
+        parser.error("--portal must not be empty")
     try:
         sock = _listen(args.port)
     except OSError as exc:
@@ -660,7 +723,12 @@ def main(argv: list[str] | None = None) -> None:
     # uvicorn handles SIGINT/SIGTERM itself (graceful shutdown), restores these handlers and
     # raises the signal again: exit with status 0 instead of dying from it.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    app = build_app(args.token, email_index=not args.stock_search, latency=args.latency_ms / 1000)
+    app = build_app(
+        args.token,
+        email_index=not args.stock_search,
+        latency=args.latency_ms / 1000,
+        portal=args.portal,
+    )
     server = _Server(_config(app, port), on_ready=announce)
     try:
         server.run(sockets=[sock])

@@ -43,6 +43,9 @@ def scim_settings(interface: LmsInterface, secret: str | None) -> ScimSettings:
             **(options.get("extension_attributes") or {}),
         },
         use_patch=bool(options.get("use_patch", True)),
+        portal_id=(interface.portal_id or "").strip() or None,
+        portal_id_in=options.get("portal_id_in") or "header",
+        portal_id_header=options.get("portal_id_header") or ScimSettings.portal_id_header,
     )
 
 
@@ -62,7 +65,11 @@ class Connectors:
             raise MisconfiguredError("the LMS interface has no URL")
         self.policy.check_url(interface.base_url)
         if interface.connector == "scim":
-            transport = PolicyTransport(httpx.HTTPTransport(retries=0), self.policy)
+            from lmsync.metrics import CountingTransport
+
+            transport = CountingTransport(
+                PolicyTransport(httpx.HTTPTransport(retries=0), self.policy), interface.connector
+            )
             return ScimConnector(
                 scim_settings(interface, secret), dry_run=dry_run, transport=transport
             )

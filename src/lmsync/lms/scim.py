@@ -4,7 +4,9 @@ Requests are built by pure functions (``user_resource``, ``patch_operations``) a
 ``ScimConnector._request``, the one place where HTTP statuses become typed errors. scim2-models
 reads the server's discovery documents in ``test()``. Every error message is made by
 ``remote_text.RemoteText``: what the server answered is quoted only as a sanitized SCIM error
-detail, never as a body, and never with the credentials.
+detail, never as a body, and never with the credentials. The interface's portal identifier, when
+set, goes with every request: in a header, or as a path segment of the root URL
+(``ScimSettings.root_url``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 from scim2_models import ServiceProviderConfig
 
+from lmsync.domain.interface import DEFAULT_PORTAL_HEADER, portal_header_problem
 from lmsync.lms.base import (
     AlreadyExistsError,
     ConnectionReport,
@@ -64,6 +68,26 @@ class ScimSettings:
     use_patch: bool = True  # False: PUT the whole user (servers without PATCH)
     timeout: float = 15.0
     page_size: int = 500
+    # The portal (tenant) of an LMS serving several behind one URL, sent with every request:
+    # in the ``portal_id_header`` header, or as a path segment appended to ``base_url``.
+    portal_id: str | None = None
+    portal_id_in: str = "header"  # header | path
+    portal_id_header: str = DEFAULT_PORTAL_HEADER
+
+    def root_url(self) -> str:
+        """The SCIM root the requests' paths (``/Users``...) are appended to."""
+        root = self.base_url.rstrip("/")
+        if self.portal_id and self.portal_id_in == "path":
+            root = f"{root}/{quote(self.portal_id, safe='')}"
+        return root
+
+    def portal_finding(self) -> str | None:
+        """How the portal identifier is sent (for the connection test); None without one."""
+        if not self.portal_id:
+            return None
+        if self.portal_id_in == "path":
+            return "portal identifier sent as a path segment of the URL"
+        return f"portal identifier sent as header {self.portal_id_header}"
 
 
 class DryRunGuard(httpx.BaseTransport):
@@ -79,6 +103,23 @@ class DryRunGuard(httpx.BaseTransport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _portal_header_value(settings: ScimSettings) -> str:
+    """The portal identifier as its header's value; ``MisconfiguredError`` if it cannot be."""
+    name, value = settings.portal_id_header, settings.portal_id or ""
+    problem = portal_header_problem(name)
+    api_key = settings.auth_header if settings.auth_type == "api_key" else None
+    if problem is None and api_key is not None and name.casefold() == api_key.casefold():
+        problem = "it is the API key header"
+    if problem is not None:
+        raise MisconfiguredError(f"the portal identifier header is not usable: {problem}")
+    if not (value.isascii() and value.isprintable()):
+        raise MisconfiguredError(
+            "the portal identifier holds characters a header cannot carry: send it as a path "
+            "segment instead"
+        )
+    return value
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -111,6 +152,11 @@ class ScimConnector:
         self._text = RemoteText(settings.secret, settings.username)
         inner = transport or httpx.HTTPTransport(retries=0)
         headers = {"Accept": SCIM_JSON, "Content-Type": SCIM_JSON}
+        if settings.portal_id_in not in ("header", "path"):
+            raise MisconfiguredError(f"unknown portal identifier form {settings.portal_id_in!r}")
+        if settings.portal_id and settings.portal_id_in == "header":
+            # Checked again here: what is stored was only checked when it was saved.
+            headers[settings.portal_id_header] = _portal_header_value(settings)
         auth: httpx.Auth | None = None
         if settings.auth_type == "bearer" and settings.secret:
             headers["Authorization"] = f"Bearer {settings.secret}"
@@ -119,7 +165,7 @@ class ScimConnector:
         elif settings.auth_type == "basic":
             auth = httpx.BasicAuth(settings.username or "", settings.secret or "")
         self._http = httpx.Client(
-            base_url=settings.base_url.rstrip("/"),
+            base_url=settings.root_url(),
             headers=headers,
             auth=auth,
             timeout=settings.timeout,
@@ -262,6 +308,9 @@ class ScimConnector:
     # -- test connection -------------------------------------------------------------------------
     def test(self) -> ConnectionReport:
         report = ConnectionReport()
+        if portal := self.settings.portal_finding():
+            # Said first: a wrong portal shows as failures below (404, authentication).
+            report.add("ok", self._text.clean(portal))
         try:
             config_body = self._json(self._request("GET", "/ServiceProviderConfig"))
         except LmsError as exc:

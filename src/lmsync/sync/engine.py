@@ -29,6 +29,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from lmsync import metrics
 from lmsync.domain.employment import is_active
 from lmsync.domain.errors import Conflict, NotFound
 from lmsync.lms.base import (
@@ -97,6 +98,10 @@ class RunOptions:
     activating: bool = False  # the first activation: the interface counts as active
     actor_user_id: str | None = None
     run_id: str | None = None  # a run row created beforehand (status "queued")
+    # A due run of the job queue: only the terminations in effect (``sync_deactivate``), and at
+    # most ``limit`` employees (the rest stay due for the next slice).
+    terminations_only: bool = False
+    limit: int | None = None
 
     _STORED = ("employee_ids", "approved", "activating", "actor_user_id")
 
@@ -123,6 +128,7 @@ class RunSummary:
     status: str
     counts: dict[str, int] = field(default_factory=dict)
     message: str | None = None
+    more: bool = False  # the run's ``limit`` left due employees for another run
 
 
 def _delay(error: BaseException | None, attempt: int) -> float:
@@ -271,9 +277,14 @@ class SyncEngine:
         except (LmsError, ValueError) as exc:
             return self._finish(run_id, "failed", {}, getattr(exc, "message", str(exc)))
         try:
-            return self._run_with(
-                connector, account, scope, guard, run_id, options, bound, concurrency
+            now = self.clock()
+            with self.sessions() as session:
+                planned, more = self._load(session, account, scope, options, now)
+            summary = self._run_with(
+                connector, account, scope, guard, run_id, options, bound, concurrency, planned, now
             )
+            summary.more = more
+            return summary
         except LeaseLost as exc:
             # Another server holds the account now: record nothing more, only say so.
             bound.warning("sync stopped", reason=exc.message)
@@ -300,10 +311,9 @@ class SyncEngine:
         options: RunOptions,
         bound: Any,
         concurrency: int,
+        planned: list[Planned],
+        now: datetime,
     ) -> RunSummary:
-        now = self.clock()
-        with self.sessions() as session:
-            planned = self._load(session, account, scope, options, now)
         remote_all: dict[str, RemoteUser] | None = None
         unlinked = [p for p in planned if p.action.kind == Kind.CORRELATE]
         if options.full or len(unlinked) > LIST_ALL_THRESHOLD:
@@ -391,19 +401,29 @@ class SyncEngine:
 
     def _load(
         self, session: Session, account: Account, scope: Scope, options: RunOptions, now: datetime
-    ) -> list[Planned]:
-        """The employees this run looks at, with their links and states.
+    ) -> tuple[list[Planned], bool]:
+        """The employees this run looks at, with their links and states, and whether its
+        ``limit`` left some due employees for another run.
 
         An incremental run reads only the due employees' rows, so its cost does not grow with
         the size of the account."""
         due_only = not options.full and options.employee_ids is None
         employees = snapshot.employees(
-            session, account.id, employee_ids=options.employee_ids, due_only=due_only, now=now
+            session,
+            account.id,
+            employee_ids=options.employee_ids,
+            due_only=due_only,
+            now=now,
+            terminated_only=due_only and options.terminations_only,
         )
         ids = None if options.full else [e.id for e in employees]
         states = snapshot.by_employee(session, StateRecord, account.id, ids)
+        more = False
         if due_only and options.trigger == "change":
             employees = [e for e in employees if _ready(e, states.get(e.id), now)]
+            if options.limit is not None and len(employees) > options.limit:
+                employees.sort(key=lambda e: (e.lms_due_at or now, e.id))  # the oldest first
+                employees, more = employees[: options.limit], True
             ids = [e.id for e in employees]
         links = snapshot.by_employee(session, LinkRecord, account.id, ids)
         keys = {e.work_email_key for e in employees if e.work_email_key}
@@ -433,7 +453,7 @@ class SyncEngine:
                 )
                 action = rules.decide(view, link_view, scope)
             planned.append(Planned(employee, view, link, states.get(employee.id), action))
-        return planned
+        return planned, more
 
     def _list_all(self, connector: Connector) -> dict[str, RemoteUser]:
         users: dict[str, RemoteUser] = {}
@@ -853,6 +873,12 @@ class SyncEngine:
             run.message = message
             run.finished_at = utcnow()
             final = dict(run.counts or {})
+            interface = session.get(LmsInterface, run.account_id)
+            connector = interface.connector if interface is not None else "unknown"
+            started = run.started_at
+            seconds = (run.finished_at - started).total_seconds() if started else None
+            trigger = run.trigger
+        metrics.run_finished(connector, trigger, status, seconds)  # committed: counted once
         return RunSummary(run_id=run_id, status=status, counts=final, message=message)
 
 
@@ -928,8 +954,11 @@ def _count(planned: list[Planned]) -> dict[str, int]:
     return counts
 
 
-def has_ready_work(session: Session, account_id: str, now: datetime) -> bool:
-    """Whether some employee of the account is due and may be synchronized now."""
+def has_ready_work(
+    session: Session, account_id: str, now: datetime, *, terminations_only: bool = False
+) -> bool:
+    """Whether some employee of the account is due and may be synchronized now (among those
+    whose access has ended, with ``terminations_only``)."""
     query = (
         select(Employee.id)
         .outerjoin(LmsState, LmsState.employee_id == Employee.id)
@@ -942,6 +971,8 @@ def has_ready_work(session: Session, account_id: str, now: datetime) -> bool:
         )
         .limit(1)
     )
+    if terminations_only:
+        query = query.where(Employee.access_ends_at <= now)
     return session.scalar(query) is not None
 
 

@@ -117,12 +117,16 @@ def employees(
     employee_ids: list[str] | None,
     due_only: bool,
     now: datetime,
+    terminated_only: bool = False,
 ) -> list[EmployeeRecord]:
-    """The account's employees: these ids, or all of them; ``due_only``: those due by ``now``."""
+    """The account's employees: these ids, or all of them; ``due_only``: those due by ``now``;
+    ``terminated_only``: those whose access has ended by ``now``."""
     table = table_of(Employee)
     query = select(*EMPLOYEE_COLUMNS).where(table.c.account_id == account_id)
     if due_only:
         query = query.where(table.c.lms_due_at <= now)
+    if terminated_only:
+        query = query.where(table.c.access_ends_at <= now)
     return list(_read_among(session, query, EmployeeRecord, table.c.id, employee_ids))
 
 

@@ -12,9 +12,11 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client.exposition import choose_encoder
 from sqlalchemy import text
 
 import lmsync
+from lmsync import metrics
 from lmsync.hr.imports import ImportService
 from lmsync.jobs import stats as jobs_stats
 from lmsync.jobs import wiring
@@ -94,6 +96,13 @@ def create_app(
     )
     sync = SyncService(sessions, secrets, sync_engine, worker, deferrer=deferrer)
     imports = ImportService(sessions, on_change=sync.changed)  # background CSV imports
+    # This process's metrics (its in-process worker's included) and, on the PostgreSQL queue,
+    # the queue's depth read at each scrape.
+    registry = metrics.app_registry(
+        metrics.QueueCollector(sessions, metrics.lmsync_tasks(deferrer.app))
+        if deferrer is not None
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -168,6 +177,21 @@ def create_app(
             log.warning("not ready", error_type=type(exc).__name__)
             return JSONResponse({"status": "unavailable", "queue": queue}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok", "queue": queue})
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format; ``LMSYNC_METRICS_TOKEN`` set: a bearer token is needed."""
+        token = settings.metrics_token
+        if token and not metrics.authorized(request.headers.get("authorization"), token):
+            return Response(
+                "a bearer token is needed (LMSYNC_METRICS_TOKEN)\n",
+                status_code=401,
+                media_type="text/plain",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        # The format the scraper asks for (OpenMetrics, text 1.0.0), else the text format 0.0.4.
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(registry), headers={"Content-Type": content_type})
 
     @app.middleware("http")
     async def access_log(

@@ -135,6 +135,8 @@ class ScimOptionsOut(BaseModel):
     extension_attributes: dict[str, str] = {}
     use_patch: bool = True
     max_concurrency: int = 16
+    portal_id_in: str = Field(default="header", description="header | path")
+    portal_id_header: str = "X-Portal-Id"
 
 
 class InterfaceOut(BaseModel):

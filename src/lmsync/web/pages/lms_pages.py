@@ -14,7 +14,7 @@ from sqlalchemy import select
 from lmsync import csv_safe
 from lmsync.domain.accounts import AccountPatchIn
 from lmsync.domain.errors import Conflict, FieldError, LmsCheckFailed, NotFound, ValidationFailed
-from lmsync.domain.interface import InterfaceIn
+from lmsync.domain.interface import InterfaceIn, ScimOptionsIn
 from lmsync.hr import accounts
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
@@ -40,6 +40,8 @@ SETTINGS = "/settings/interfaces/lms"
 PAGE = 100
 # The deactivation guard's settings (the form's "Safety" section).
 GUARDS = ("guard_percent", "guard_minimum", "guard_window_minutes")
+# The interface options the form edits (the others keep their stored values).
+FORM_OPTIONS = ("portal_id_in", "portal_id_header")
 
 
 def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
@@ -50,7 +52,9 @@ def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
             "sync_users": True,
             "deactivate_terminated": True,
             **{name: InterfaceIn.model_fields[name].default for name in GUARDS},
+            **{name: ScimOptionsIn.model_fields[name].default for name in FORM_OPTIONS},
         }
+    options = interface.options or {}
     return {
         "auth_type": interface.auth_type,
         "base_url": interface.base_url,
@@ -61,6 +65,10 @@ def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
         "sync_users": interface.sync_users,
         "deactivate_terminated": interface.deactivate_terminated,
         **{name: getattr(interface, name) for name in GUARDS},
+        **{
+            name: options.get(name) or ScimOptionsIn.model_fields[name].default
+            for name in FORM_OPTIONS
+        },
     }
 
 
@@ -135,7 +143,15 @@ def save_settings(request: Request, state: State, browser: Writer, form: FormDat
         "hourly_transfer": values["hourly_transfer"],
         "sync_users": values["sync_users"],
         "deactivate_terminated": values["deactivate_terminated"],
-        "options": options or {},
+        "options": {
+            **(options or {}),
+            # A form without the field (an older page) keeps the stored value; empty: default.
+            **{
+                name: form[name].strip() or ScimOptionsIn.model_fields[name].default
+                for name in FORM_OPTIONS
+                if name in form
+            },
+        },
     }
     for name in GUARDS:
         # A form without the field (an older page) keeps the stored value, not the default.
@@ -164,7 +180,8 @@ def _refused(
     """The form again, with each message next to its field; the secret is never sent back."""
     errors: dict[str, str] = {}
     for error in field_errors:
-        errors.setdefault(error.field.split(".")[0], error.message)
+        # An option's message goes next to its own field (``options.portal_id_header``).
+        errors.setdefault(error.field.removeprefix("options.").split(".")[0], error.message)
     values.pop("secret", None)
     return _settings_page(request, state, browser, values=values, errors=errors, status_code=422)
 
