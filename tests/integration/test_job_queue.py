@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -266,7 +267,14 @@ def test_sync_now_asked_of_the_web_tier_is_carried_out_by_a_worker(
         run_id = asked.json()["run_id"]
         time.sleep(1)
         assert web.run(run_id)["run"]["status"] == "queued"  # no worker: it waits, not lost
-    assert ("lmsync.run_queued", "todo") in [(t, s) for t, s, _ in jobs(pg_engine)]
+        # Waiting long past its heartbeat, recovery takes the run over and submits it again:
+        # still one job for it.
+        service = client.app.state.lmsync.sync  # type: ignore[attr-defined]
+        swept = service.recover(now=datetime.now(UTC) + timedelta(minutes=10))
+        assert run_id in swept.adopted
+    assert [(t, s) for t, s, _ in jobs(pg_engine) if t == "lmsync.run_queued"] == [
+        ("lmsync.run_queued", "todo")
+    ]
     with TestClient(create_app(queue_settings), raise_server_exceptions=False) as client:
         done = Harness(client, pg_world, lms).wait_run(run_id, timeout=30)
     assert done["status"] == "succeeded", done

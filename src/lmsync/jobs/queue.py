@@ -17,8 +17,8 @@ never sync one account at once, and the highest priority waiting goes first):
 - ``lmsync.sync_pass``: the hourly full pass. ``queueing_lock=pass:A``, priority 0, so that due
   work of any account goes first.
 - ``lmsync.run_queued``: a run an HR manager asked for (activation, Sync now), whose row is
-  already ``queued``: priority 5. An approval (held deactivations) goes to the ``deactivate``
-  queue with priority 20.
+  already ``queued``: priority 5, ``queueing_lock=run:<run id>``. An approval (held
+  deactivations) goes to the ``deactivate`` queue with priority 20.
 - ``lmsync.wake_at``: defers ``sync_deactivate`` (or ``sync_due``) at a given time (a termination
   taking effect at the end of the last day worked). No lock: a job scheduled later would hold
   back every job of its lock.
@@ -121,14 +121,18 @@ class Deferrer:
         self._defer_each(session, account_ids, PASS_TASK, "pass", PASS_PRIORITY)
 
     def run_queued(self, session: Session, account_id: str, run_id: str, trigger: str) -> None:
+        """The job of a queued run; one only while it waits (recovery, finding the run's
+        heartbeat old because it waits behind a long run, submits it again)."""
         approval = trigger == "approval"  # held deactivations: they go first
-        self.app.configure_task(
+        self._defer(
+            session,
             RUN_TASK,
-            connection=session.connection().connection.driver_connection,
-            queue=DEACTIVATE_QUEUE if approval else QUEUE,
+            {"account_id": account_id, "run_id": run_id},
+            DEACTIVATE_QUEUE if approval else QUEUE,
+            queueing_lock=f"run:{run_id}",
             lock=f"account:{account_id}",
             priority=DEACTIVATE_PRIORITY if approval else RUN_PRIORITY,
-        ).defer(account_id=account_id, run_id=run_id)
+        )
 
     def wake_at(
         self, session: Session, account_id: str, at: datetime, *, termination: bool = False
