@@ -19,6 +19,7 @@ from lmsync.lms.scim import (
     ScimConnector,
     ScimSettings,
 )
+from lmsync.metrics import CountingTransport
 from lmsync.settings import Settings
 from lmsync.storage.tables import LmsInterface
 
@@ -65,8 +66,6 @@ class Connectors:
             raise MisconfiguredError("the LMS interface has no URL")
         self.policy.check_url(interface.base_url)
         if interface.connector == "scim":
-            from lmsync.metrics import CountingTransport
-
             transport = CountingTransport(
                 PolicyTransport(httpx.HTTPTransport(retries=0), self.policy), interface.connector
             )
