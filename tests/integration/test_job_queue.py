@@ -185,7 +185,7 @@ def hire_many(settings: Settings, engine: Engine, account_id: str, n: int, prefi
 def test_three_workers_never_sync_one_account_at_once(
     queue_settings: Settings, lms: LmsProcess, pg_engine: Engine, tmp_path: Path
 ) -> None:
-    accounts_n, employees_n = 20, int(os.environ.get("LMSYNC_TEST_QUEUE_EMPLOYEES", "100"))
+    accounts_n, employees_n = 20, int(os.environ.get("LMSYNC_TEST_QUEUE_EMPLOYEES", "500"))
     ids = _accounts_with_active_interfaces(queue_settings, pg_engine, lms, accounts_n)
     logs = [(tmp_path / f"worker{i}.log").open("wb") for i in range(3)]
     workers = [spawn_worker(queue_settings, log) for log in logs]
