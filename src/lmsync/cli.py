@@ -192,10 +192,9 @@ def worker_command(
     service.start()  # recovery: runs left by a stopped server are ended, resumed, taken over
     tasks.install(JobRunner(sync_engine, sessions, deferrer), settings.job_stall_seconds)
     size = concurrency or settings.worker_concurrency
-    app_ = jobs_worker.worker_app(url, size)
     try:
         name = f"lmsync-worker@{socket.gethostname()}"
-        asyncio.run(jobs_worker.run(app_, size, name, settings.job_stall_seconds))
+        asyncio.run(jobs_worker.run(url, size, name, settings.job_stall_seconds))
     finally:
         service.close()
         engine.dispose()

@@ -227,3 +227,43 @@ def test_due_work_runs_in_slices_and_the_terminations_job_takes_only_termination
             )
             is None
         )
+
+
+def test_a_termination_does_not_wait_for_its_own_accounts_long_run(
+    pg: tuple[Settings, Engine], slow_lms: LmsProcess, tmp_path: Path
+) -> None:
+    """The account itself is busy with a long due run (its lock held): the run sees the
+    termination waiting, stops handing out writes and leaves the rest due; the termination
+    goes through within seconds, then the rest is carried out, every user created once."""
+    settings, engine = pg
+    (account,) = _accounts_with_active_interfaces(settings, engine, slow_lms, 1)
+    sessions = hooked_sessions(settings, engine)
+    with transaction(sessions) as session:  # writes one at a time: ~12 s for 120 hires
+        session.get_one(LmsInterface, account).options = {"max_concurrency": 1}
+    log = (tmp_path / "worker.log").open("wb")
+    worker = spawn_worker(settings, log)
+    try:
+        hire_many(settings, engine, account, 120, "p")
+        first = wait_for(lambda: [u for u in slow_lms.users() if u["active"]][:1], timeout=30)
+        email = first[0]["emails"][0]["value"]
+        number = "E-" + email.split("@")[0].removeprefix("p")
+        started = time.monotonic()
+        terminate(sessions, account, number)
+        wait_for(lambda: slow_lms.by_email(email)[0]["active"] is False, timeout=30, step=0.02)
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.5, f"the termination took {elapsed:.2f} s"
+        assert len(slow_lms.users()) < 120  # the long run had not finished
+        wait_for(lambda: len(slow_lms.users()) >= 120, timeout=60, step=0.5)
+        time.sleep(1)
+        assert len(slow_lms.users()) == 120  # every user once
+        with sessions() as session:
+            first_run = session.scalars(
+                select(SyncRun)
+                .where(SyncRun.account_id == account, SyncRun.trigger == "change")
+                .order_by(SyncRun.started_at)
+            ).first()
+        assert first_run is not None
+        assert first_run.status == "succeeded"
+        assert "a termination went first" in (first_run.message or ""), first_run.message
+    finally:
+        stop_workers([worker], [log])

@@ -32,7 +32,7 @@ from typing import Any
 
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 from sqlalchemy.orm import Session
 
 QUEUE = "sync"
@@ -98,6 +98,16 @@ class Deferrer:
                 lock=f"account:{account_id}",
                 priority=priority,
             )
+
+    def waiting(self, session: Session, kind: str, account_id: str) -> bool:
+        """Whether the account's job of this kind (``deactivate``, ``due``...) waits to start."""
+        found = session.execute(
+            text(
+                "SELECT 1 FROM procrastinate_jobs WHERE queueing_lock = :lock AND status = 'todo'"
+            ),
+            {"lock": f"{kind}:{account_id}"},
+        ).first()
+        return found is not None
 
     def changed(self, session: Session, due: set[str], terminations: set[str]) -> None:
         """What an HR transaction made due (``due_hook``): terminations get their own job."""

@@ -4,6 +4,7 @@ the account is busy, and schedule the wake-up of its next scheduled termination.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
@@ -73,7 +74,10 @@ class JobRunner:
             )
         if ready:
             options = RunOptions(
-                trigger="change", terminations_only=terminations_only, limit=DUE_SLICE
+                trigger="change",
+                terminations_only=terminations_only,
+                limit=DUE_SLICE,
+                yield_to=None if terminations_only else self._termination_waits(account_id),
             )
             summary = self._run(account_id, options, termination=terminations_only)
             if summary is None:
@@ -106,8 +110,10 @@ class JobRunner:
                 return
             options = RunOptions.from_run(run)
         options.run_id = run_id
+        if options.trigger == "activation":  # what it leaves is still due: a due job follows
+            options.yield_to = self._termination_waits(account_id)
         try:
-            self.engine.run(account_id, options)
+            summary = self.engine.run(account_id, options)
         except RunTakenOver:
             return
         except Conflict:  # the account's lease is held elsewhere: again in a moment
@@ -116,7 +122,19 @@ class JobRunner:
             with transaction(self.sessions) as session:
                 self.deferrer.run_queued(session, account_id, run_id, options.trigger)
             return
+        if summary.more:
+            with transaction(self.sessions) as session:
+                self.deferrer.due(session, [account_id])
         self._schedule_next(account_id)
+
+    def _termination_waits(self, account_id: str) -> Callable[[], bool]:
+        """For a long run of this account: whether its termination job waits behind it."""
+
+        def waits() -> bool:
+            with self.sessions() as session:
+                return self.deferrer.waiting(session, "deactivate", account_id)
+
+        return waits
 
     def wake(self, account_id: str, *, termination: bool = False) -> None:
         with transaction(self.sessions) as session:

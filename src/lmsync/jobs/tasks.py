@@ -43,7 +43,17 @@ def runner() -> JobRunner:
     return _runner
 
 
-def register(app: procrastinate.App) -> None:
+def stalled_check_seconds(stall_seconds: float) -> int:
+    """How often workers look for stalled jobs: a quarter of the stall timeout, 5 to 30 s (a
+    dead worker's job is retried within about 1.25 stall timeouts, at little idle cost)."""
+    return int(min(30.0, max(5.0, stall_seconds / 4)))
+
+
+def register(app: procrastinate.App, *, periodic_stall_seconds: float | None = None) -> None:
+    """The tasks; with ``periodic_stall_seconds``, the periodic ones too (the minute's hourly
+    tick, and the stalled-jobs check at ``stalled_check_seconds`` of it): only an app that runs
+    a worker needs them, and one app per process is enough."""
+
     @app.task(name=DEACTIVATE_TASK, queue=DEACTIVATE_QUEUE)
     def sync_deactivate(account_id: str) -> None:
         runner().deactivate(account_id)
@@ -64,12 +74,16 @@ def register(app: procrastinate.App) -> None:
     def wake_at(account_id: str, termination: bool = False) -> None:
         runner().wake(account_id, termination=termination)
 
+    if periodic_stall_seconds is None:
+        return
+    every = stalled_check_seconds(periodic_stall_seconds)
+
     @app.periodic(cron="* * * * *")
     @app.task(name=TICK_TASK, queue=QUEUE, queueing_lock=TICK_TASK)
     def hourly_tick(timestamp: int) -> None:
         runner().tick(datetime.fromtimestamp(timestamp, UTC))
 
-    @app.periodic(cron="* * * * * */5")  # every 5 seconds
+    @app.periodic(cron=f"* * * * * */{every}")
     @app.task(name=STALLED_TASK, queue=QUEUE, queueing_lock=STALLED_TASK, pass_context=True)
     async def retry_stalled_jobs(context: JobContext, timestamp: int) -> None:
         """Jobs of a worker that died (no heartbeat) go back to the queue; the rules make a

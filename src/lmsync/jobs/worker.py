@@ -27,22 +27,36 @@ from lmsync.jobs.observe import observe_job
 from lmsync.jobs.queue import DEACTIVATE_QUEUE, QUEUE, conninfo
 from lmsync.jobs.runner import JobRunner
 
-POLL_SECONDS = 1.0
+# How often a worker looks for jobs besides NOTIFY's wake-ups (procrastinate notifies new jobs
+# only): for scheduled ones, and for jobs whose account lock another job just released. The lane
+# takes a termination at midnight within a second; the main worker looks every 2 s. The lane's
+# app has no periodic tasks: at idle, a worker process costs about 1.5 small queries a second
+# and a stalled-jobs check every 15 s.
+LANE_POLL_SECONDS = 1.0
+MAIN_POLL_SECONDS = 2.0
 LANE_CONCURRENCY = 1  # the termination lane's slots
 
 
-def worker_app(database_url: str, concurrency: int) -> procrastinate.App:
-    # Each of the two workers holds a connection to LISTEN and one to fetch or finish a job.
+def worker_app(
+    database_url: str, concurrency: int, stall_seconds: float | None = None
+) -> procrastinate.App:
+    """An app to run a worker with; ``stall_seconds``: with the periodic tasks (one app per
+    process has them)."""
+    # The worker holds a connection to LISTEN and one to fetch or finish a job.
     connector = procrastinate.PsycopgConnector(
-        conninfo=conninfo(database_url), min_size=1, max_size=concurrency + LANE_CONCURRENCY + 4
+        conninfo=conninfo(database_url), min_size=1, max_size=concurrency + 3
     )
     app = procrastinate.App(connector=connector)
-    tasks.register(app)
+    tasks.register(app, periodic_stall_seconds=stall_seconds)
     return app
 
 
 def options(
-    concurrency: int, name: str, stall_seconds: float = 60.0, queues: list[str] | None = None
+    concurrency: int,
+    name: str,
+    stall_seconds: float = 60.0,
+    queues: list[str] | None = None,
+    poll_seconds: float = MAIN_POLL_SECONDS,
 ) -> dict[str, Any]:
     return {
         # Heartbeats often enough that a live worker is never taken for a dead one.
@@ -51,7 +65,7 @@ def options(
         "queues": queues or [DEACTIVATE_QUEUE, QUEUE],
         "concurrency": concurrency,
         "name": name,
-        "fetch_job_polling_interval": POLL_SECONDS,
+        "fetch_job_polling_interval": poll_seconds,
         "delete_jobs": "successful",
         "shutdown_graceful_timeout": 30,
         "worker_middleware": [observe_job],  # job wait and duration metrics
@@ -60,7 +74,7 @@ def options(
 
 
 async def run(
-    app: procrastinate.App,
+    database_url: str,
     concurrency: int,
     name: str,
     stall_seconds: float,
@@ -68,13 +82,19 @@ async def run(
     install_signal_handlers: bool = True,
 ) -> None:
     """The main worker and the termination lane, until a signal (or a cancel) stops both."""
-    async with app.open_async():
+    main = worker_app(database_url, concurrency, stall_seconds)
+    lane = worker_app(database_url, LANE_CONCURRENCY)
+    async with main.open_async(), lane.open_async():
         workers = [
-            Worker(app=app, **options(concurrency, name, stall_seconds)),
+            Worker(app=main, **options(concurrency, name, stall_seconds)),
             Worker(
-                app=app,
+                app=lane,
                 **options(
-                    LANE_CONCURRENCY, f"{name}/terminations", stall_seconds, [DEACTIVATE_QUEUE]
+                    LANE_CONCURRENCY,
+                    f"{name}/terminations",
+                    stall_seconds,
+                    [DEACTIVATE_QUEUE],
+                    LANE_POLL_SECONDS,
                 ),
             ),
         ]
@@ -99,7 +119,7 @@ class BackgroundWorker:
         concurrency: int = 2,
         stall_seconds: float = 60.0,
     ) -> None:
-        self.app = worker_app(database_url, concurrency)
+        self.database_url = database_url
         self.concurrency = concurrency
         self.stall_seconds = stall_seconds
         tasks.install(runner, stall_seconds)
@@ -119,7 +139,7 @@ class BackgroundWorker:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(
             run(
-                self.app,
+                self.database_url,
                 self.concurrency,
                 "lmsync-serve",
                 self.stall_seconds,

@@ -74,6 +74,9 @@ LIST_PAGE_SIZE = 1000
 MAX_CHUNK = 32
 
 
+YIELD_CHECK_SECONDS = 1.0
+_DEFERRED = "deferred"  # a write not handed out: the run yielded; the employee stays due
+
 # Counts of a run's results that mean the LMS took (or already had) what was asked.
 _SUCCEEDED_WRITES = ("create", "link", "update", "deactivate", "reactivate")
 
@@ -102,6 +105,11 @@ class RunOptions:
     # most ``limit`` employees (the rest stay due for the next slice).
     terminations_only: bool = False
     limit: int | None = None
+    # Asked every second while the writes go on: True when more urgent work waits for this
+    # account (a termination, behind this run's lock). The run then hands out no more writes,
+    # leaves the rest due and ends (``RunSummary.more``). For due runs and activations only:
+    # what they leave is still due; a full pass's in-sync employees are not.
+    yield_to: Callable[[], bool] | None = None
 
     _STORED = ("employee_ids", "approved", "activating", "actor_user_id")
 
@@ -283,7 +291,7 @@ class SyncEngine:
             summary = self._run_with(
                 connector, account, scope, guard, run_id, options, bound, concurrency, planned, now
             )
-            summary.more = more
+            summary.more = summary.more or more
             return summary
         except LeaseLost as exc:
             # Another server holds the account now: record nothing more, only say so.
@@ -328,7 +336,16 @@ class SyncEngine:
         if not options.approved:
             decision = self._guard(run_id, account.id, planned, guard, now)
         held = decision is not None and decision.hold
-        self._execute(connector, account, planned, run_id, now, concurrency, hold=held)
+        deferred = self._execute(
+            connector,
+            account,
+            planned,
+            run_id,
+            now,
+            concurrency,
+            hold=held,
+            yield_to=options.yield_to,
+        )
         with self.sessions() as session, session.begin():
             self._fence(session, run_id)
             run = session.get_one(SyncRun, run_id)
@@ -343,12 +360,17 @@ class SyncEngine:
                 return self._finish(run_id, "held", final, decision.message)
         failed = final.get("failed", 0)
         message = decision.message if decision is not None and decision.join else None
+        if deferred:
+            left = f"{deferred} employees left to the next run: a termination went first"
+            message = f"{message}; {left}" if message else left
         if failed and not any(final.get(kind, 0) for kind in _SUCCEEDED_WRITES):
             # Nothing went through: the run failed, and the reason most of it did is the news.
             reason = self._commonest_failure(run_id)
             message = f"no write went through ({failed} failed); most often: {reason}"
             return self._finish(run_id, "failed", final, message)
-        return self._finish(run_id, "succeeded" if not failed else "partial", final, message)
+        summary = self._finish(run_id, "succeeded" if not failed else "partial", final, message)
+        summary.more = bool(deferred)
+        return summary
 
     def _commonest_failure(self, run_id: str) -> str:
         with self.sessions() as session:
@@ -559,9 +581,11 @@ class SyncEngine:
         concurrency: int,
         *,
         hold: bool = False,
-    ) -> None:
+        yield_to: Callable[[], bool] | None = None,
+    ) -> int:
         """Carry the writes out on the worker threads; record the results in plan order.
-        ``hold``: the deactivations wait for approval instead (recorded as held)."""
+        ``hold``: the deactivations wait for approval instead (recorded as held). Returns how
+        many writes were not handed out because ``yield_to`` said so."""
         create_only = create_only_fields(account, now)
         results: list[Result | None] = [
             _held(item)
@@ -575,25 +599,38 @@ class SyncEngine:
         size = max(1, min(MAX_CHUNK, len(writes) // (concurrency * 4)))
         chunks = [writes[start : start + size] for start in range(0, len(writes), size)]
         claim = self._claims_by_run.get(run_id)
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            jobs = [
-                (
-                    chunk,
-                    pool.submit(
-                        self._apply_all,
-                        connector,
-                        [planned[i] for i in chunk],
-                        create_only,
-                        claim,
-                    ),
-                )
-                for chunk in chunks
-            ]
-            try:
-                self._collect(jobs, results, run_id, account.id)
-            except BaseException:
-                pool.shutdown(cancel_futures=True)  # stop handing out writes
-                raise
+        stop, done = threading.Event(), threading.Event()
+        watcher = None
+        if yield_to is not None and writes:
+            watcher = threading.Thread(
+                target=_watch, args=(yield_to, stop, done), name="lmsync-yield", daemon=True
+            )
+            watcher.start()
+        try:
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                jobs = [
+                    (
+                        chunk,
+                        pool.submit(
+                            self._apply_all,
+                            connector,
+                            [planned[i] for i in chunk],
+                            create_only,
+                            claim,
+                            stop,
+                        ),
+                    )
+                    for chunk in chunks
+                ]
+                try:
+                    return self._collect(jobs, results, run_id, account.id)
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)  # stop handing out writes
+                    raise
+        finally:
+            done.set()
+            if watcher is not None:
+                watcher.join()
 
     def _collect(
         self,
@@ -601,9 +638,11 @@ class SyncEngine:
         results: list[Result | None],
         run_id: str,
         account_id: str,
-    ) -> None:
-        """Record the results in plan order, in batches, as the chunks finish."""
+    ) -> int:
+        """Record the results in plan order, in batches, as the chunks finish; returns how many
+        were deferred (not recorded: those employees stay due)."""
         total = len(results)
+        deferred = 0
         # Jobs hold increasing indexes, so the first missing result is in the next job.
         next_job = 0
         pending: list[Result] = []
@@ -616,6 +655,9 @@ class SyncEngine:
                 next_job += 1
             result = results[index]
             assert result is not None
+            if result.outcome == _DEFERRED:
+                deferred += 1
+                continue
             pending.append(result)
             if len(pending) >= BATCH:
                 done += len(pending)
@@ -623,6 +665,7 @@ class SyncEngine:
                 pending = []
         done += len(pending)
         self._record(run_id, account_id, pending, done, total)
+        return deferred
 
     def _apply_all(
         self,
@@ -630,9 +673,13 @@ class SyncEngine:
         items: list[Planned],
         create_only: Mapping[str, Any],
         claim: Claim | None,
+        stop: threading.Event,
     ) -> list[Result]:
         results = []
         for item in items:
+            if stop.is_set():  # the run yields: this write is left for the next run
+                results.append(Result(item, _DEFERRED, str(item.action.kind)))
+                continue
             if claim is not None:
                 claim.check()  # a server that lost the account's lock writes nothing more
             results.append(self._apply(connector, item, create_only))
@@ -880,6 +927,17 @@ class SyncEngine:
             trigger = run.trigger
         metrics.run_finished(connector, trigger, status, seconds)  # committed: counted once
         return RunSummary(run_id=run_id, status=status, counts=final, message=message)
+
+
+def _watch(yield_to: Callable[[], bool], stop: threading.Event, done: threading.Event) -> None:
+    """Ask ``yield_to`` every second until the writes are done; set ``stop`` when it says so."""
+    while not done.wait(YIELD_CHECK_SECONDS):
+        try:
+            if yield_to():
+                stop.set()
+                return
+        except Exception:  # a failed check never stops a run: it is asked again
+            log.warning("yield check failed", exc_info=True)
 
 
 def _ready(employee: EmployeeRecord, state: StateRecord | None, now: datetime) -> bool:
