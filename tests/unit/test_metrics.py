@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -150,7 +151,10 @@ def observe(context: JobContext, call_next: Callable[[], Any]) -> Any:
     async def next_() -> Any:
         return call_next()
 
-    return asyncio.run(observe_job(next_, context, cast(Worker, None)))
+    # A thread and a loop of its own: the browser tests' Playwright keeps an event loop running
+    # in the main thread for the rest of the session, and asyncio.run refuses to nest.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, observe_job(next_, context, cast(Worker, None))).result()
 
 
 def test_a_job_records_its_wait_then_its_duration_and_outcome() -> None:
