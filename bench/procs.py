@@ -1,4 +1,5 @@
-"""Child processes of the benchmark: the embedded SCIM LMS, ``lmsync serve`` and one-shot syncs.
+"""Child processes of the benchmark: the embedded SCIM LMS (one, or one per tenant), ``lmsync
+serve``, ``lmsync worker`` and one-shot syncs.
 
 Every process is started on the loopback interface, dies with the benchmark (``PR_SET_PDEATHSIG``)
 and is stopped by :func:`stop`; one-shot children are reaped with ``os.wait4`` so that their peak
@@ -143,11 +144,7 @@ class Lms:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the LMS process has used so far; NaN where /proc is missing."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_of(self.proc.pid)
 
     def reset_stats(self) -> None:
         httpx.post(f"{self.admin_url}/stats/reset", timeout=30).raise_for_status()
@@ -193,7 +190,13 @@ def start_lms(
         args.append("--stock-search")
     if latency_ms:
         args.append(f"--latency-ms={latency_ms}")
-    with (workdir / f"{name}.log").open("ab") as log:
+    proc, url = _start_ready(args, workdir / f"{name}.log")
+    return Lms(proc=proc, base_url=url, token=token)
+
+
+def _start_ready(args: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start an LMS launcher and wait for its ``ready <url>`` line; returns it and the URL."""
+    with log_path.open("ab") as log:
         proc = spawn(args, log=log, env=child_env(), stdout=subprocess.PIPE)
     try:
         line = read_line(proc, timeout=60)
@@ -202,7 +205,114 @@ def start_lms(
     except BaseException:
         stop(proc)
         raise
-    return Lms(proc=proc, base_url=line.removeprefix("ready "), token=token)
+    return proc, line.removeprefix("ready ")
+
+
+@dataclass
+class TenantLms:
+    """A ``bench/lms_tenants.py`` process: one embedded LMS per tenant (``/t/<tenant>/v2``)."""
+
+    proc: subprocess.Popen[bytes]
+    root_url: str
+    token: str
+
+    def url(self, tenant: str) -> str:
+        """The SCIM root of ``tenant``'s LMS (created at its first request)."""
+        return f"{self.root_url}/t/{tenant}/v2"
+
+    def _call(self, method: str, route: str, body: Any = None) -> Any:
+        response = httpx.request(method, f"{self.root_url}/_bench{route}", json=body, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def set_latency(self, ms: float) -> None:
+        """Every tenant answers ``ms`` later from now on."""
+        self._call("POST", "/latency", {"ms": ms})
+
+    def watch(self, keys: list[str]) -> None:
+        """Record when each ``<tenant>/<user id>`` is first seen inactive after a write."""
+        self._call("POST", "/watch", {"keys": keys})
+
+    def inactive_at(self) -> dict[str, float]:
+        """Watched users seen inactive, with the wall-clock time (``time.time()``) of the write."""
+        return {k: float(v) for k, v in self._call("GET", "/watch")["inactive_at"].items()}
+
+    def arrived_at(self) -> dict[str, float]:
+        """When the write that made each watched user inactive reached the LMS (before its
+        latency)."""
+        return {k: float(v) for k, v in self._call("GET", "/watch")["arrived_at"].items()}
+
+    def user(self, tenant: str, user_id: str) -> dict[str, Any] | None:
+        """The user as stored (no latency), or None."""
+        response = httpx.get(f"{self.root_url}/_bench/user/{tenant}/{user_id}", timeout=60)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def stats(self) -> dict[str, Any]:
+        """SCIM requests per method and writes, summed over the tenants."""
+        body: dict[str, Any] = self._call("GET", "/stats")
+        return body
+
+    def reset_stats(self) -> None:
+        self._call("POST", "/stats/reset")
+
+    def tenant_stats(self, tenant: str) -> dict[str, Any]:
+        """One tenant's SCIM statistics (its ``/_admin/stats``)."""
+        response = httpx.get(f"{self.root_url}/t/{tenant}/_admin/stats", timeout=60)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def cpu_seconds(self) -> float:
+        return cpu_of(self.proc.pid)
+
+
+def start_lms_tenants(
+    workdir: Path, token: str, *, name: str, latency_ms: float = 0.0
+) -> TenantLms:
+    """Start ``bench/lms_tenants.py`` on a free loopback port and wait until it serves."""
+    args = [sys.executable, str(BENCH_DIR / "lms_tenants.py"), "--port", "0", f"--token={token}"]
+    if latency_ms:
+        args.append(f"--latency-ms={latency_ms}")
+    proc, url = _start_ready(args, workdir / f"{name}.log")
+    return TenantLms(proc=proc, root_url=url, token=token)
+
+
+# -- lmsync worker ---------------------------------------------------------------------------
+
+
+def cpu_of(pid: int) -> float:
+    """CPU time (user + system, seconds) process ``pid`` has used so far (``/proc``); NaN when
+    the process is gone or ``/proc`` is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """The machine's (busy, total) CPU seconds so far, all cores (``/proc/stat``); NaN without
+    ``/proc``."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return float("nan"), float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return (total - fields[3] - fields[4]) / tick, total / tick
+
+
+def start_workers(count: int, env: dict[str, str], log_path: Path) -> list[subprocess.Popen[bytes]]:
+    """``count`` ``lmsync worker`` processes (concurrency from ``LMSYNC_WORKER_CONCURRENCY``)."""
+    with log_path.open("ab") as log:
+        return [
+            spawn([sys.executable, "-m", "lmsync", "worker"], log=log, env=env)
+            for _ in range(count)
+        ]
 
 
 # -- lmsync serve ----------------------------------------------------------------------------
