@@ -28,12 +28,11 @@ from lmsync.jobs.queue import DEACTIVATE_QUEUE, QUEUE, conninfo
 from lmsync.jobs.runner import JobRunner
 
 # How often a worker looks for jobs besides NOTIFY's wake-ups (procrastinate notifies new jobs
-# only): for scheduled ones, and for jobs whose account lock another job just released. The lane
-# takes a termination at midnight within a second; the main worker looks every 2 s. The lane's
-# app has no periodic tasks: at idle, a worker process costs about 1.5 small queries a second
-# and a stalled-jobs check every 15 s.
+# only): for scheduled ones (a termination at midnight), and for jobs whose account lock another
+# job just released, which must not wait. The lane's app has no periodic tasks: at idle, a worker
+# process costs two small queries a second and a stalled-jobs check every 15 s.
 LANE_POLL_SECONDS = 1.0
-MAIN_POLL_SECONDS = 2.0
+MAIN_POLL_SECONDS = 1.0
 LANE_CONCURRENCY = 1  # the termination lane's slots
 
 
