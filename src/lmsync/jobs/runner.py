@@ -83,11 +83,7 @@ class JobRunner:
             if summary is None:
                 return
             if summary.more:  # the next slice, queued behind what waits now
-                with transaction(self.sessions) as session:
-                    if terminations_only:
-                        self.deferrer.deactivate(session, [account_id])
-                    else:
-                        self.deferrer.due(session, [account_id])
+                self.wake(account_id, termination=terminations_only)
         self._schedule_next(account_id)
 
     def full_pass(self, account_id: str) -> None:
@@ -122,9 +118,8 @@ class JobRunner:
             with transaction(self.sessions) as session:
                 self.deferrer.run_queued(session, account_id, run_id, options.trigger)
             return
-        if summary.more:
-            with transaction(self.sessions) as session:
-                self.deferrer.due(session, [account_id])
+        if summary.more:  # a yielded activation: due jobs carry out the rest
+            self.wake(account_id)
         self._schedule_next(account_id)
 
     def _termination_waits(self, account_id: str) -> Callable[[], bool]:
@@ -137,6 +132,7 @@ class JobRunner:
         return waits
 
     def wake(self, account_id: str, *, termination: bool = False) -> None:
+        """Defer the account's deactivation job (``termination``) or its due job, now."""
         with transaction(self.sessions) as session:
             if termination:
                 self.deferrer.deactivate(session, [account_id])
