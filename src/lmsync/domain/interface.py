@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     AnyHttpUrl,
@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -142,6 +143,123 @@ class ScimOptionsIn(BaseModel):
     _plain_urn = field_validator("extension_urn")(_no_control)
 
 
+# A Moodle custom profile field's short name, and a language pack's code (``fr``, ``fr_ca``).
+_SHORT_NAME = r"^[A-Za-z0-9_]{1,100}$"
+_PACK = re.compile(r"[a-z]{2,3}(_[a-z0-9]{1,8})*")
+MOODLE_PROFILE_FIELDS = {
+    "province": "province",
+    "postal_code": "postalcode",
+    "registration_date": "registrationdate",
+    "expiration_date": "expirationdate",
+    "notifications_enabled": "notificationsenabled",
+    "access_mode": "accessmode",
+}
+
+
+class MoodleOptionsIn(BaseModel):
+    """The options of a Moodle interface (``connector: moodle``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth_method: str = Field(
+        default="manual",
+        pattern=r"^[a-z][a-z0-9_]{0,39}$",
+        description="The auth plugin of the users lmsync creates: `manual` (Moodle generates a "
+        "password and mails it to the new user) or a single sign-on method such as `oauth2`, "
+        "`saml2`, `ldap`.",
+    )
+    create_password: bool = Field(
+        default=True,
+        description="`manual` only: Moodle generates the new user's password and mails it. "
+        "lmsync never sends a password, so `manual` requires it.",
+    )
+    languages: list[str] = Field(
+        default_factory=lambda: ["en"],
+        min_length=1,
+        max_length=100,
+        description="The language packs installed on the site, in Moodle's codes (`en`, `fr`, "
+        "`fr_ca`); the first is the site's default. An employee's language goes to its pack "
+        "(`fr-CA` → `fr_ca`, else `fr`), else to the first. No web service lists the packs, "
+        "and Moodle refuses or silently drops a language it does not have.",
+    )
+    job_title_field: str | None = Field(
+        default=None,
+        pattern=_SHORT_NAME,
+        description="The custom profile field holding the job title; null: the core "
+        "`department` field.",
+    )
+    profile_fields: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="Short names of the custom profile fields, by lmsync field: "
+        + ", ".join(f"{k} (default `{v}`)" for k, v in MOODLE_PROFILE_FIELDS.items())
+        + ". null: not sent.",
+    )
+    batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Users per web-service call at most; PHP's `max_input_vars` bounds it further.",
+    )
+    max_input_vars: int = Field(
+        default=5000,
+        ge=1000,
+        le=1_000_000,
+        description="The site's PHP `max_input_vars` (Moodle's minimum, 5000, is what most "
+        "sites keep): a call with more form fields is refused.",
+    )
+    extended_username_chars: bool = Field(
+        default=False,
+        description="The site's 'Allow extended characters in usernames' setting: off, a work "
+        "email with characters other than a-z 0-9 _ - . @ (a `+`, say) cannot be a username, "
+        "and that employee is refused with the reason.",
+    )
+    max_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Web-service calls in flight at once during a sync.",
+    )
+
+    @field_validator("auth_method")
+    @classmethod
+    def _creatable(cls, value: str) -> str:
+        if value in ("mnet", "webservice"):
+            raise ValueError(f"Moodle does not create users with the {value} auth method")
+        return value
+
+    @field_validator("languages")
+    @classmethod
+    def _packs(cls, value: list[str]) -> list[str]:
+        out = []
+        for code in value:
+            code = code.strip().lower().replace("-", "_")
+            if not _PACK.fullmatch(code):
+                raise ValueError(f"{code!r} is not a Moodle language pack code (e.g. en, fr_ca)")
+            out.append(code)
+        return list(dict.fromkeys(out))
+
+    @field_validator("profile_fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        unknown = sorted(set(value) - set(MOODLE_PROFILE_FIELDS))
+        if unknown:
+            raise ValueError("unknown lmsync fields: " + ", ".join(unknown))
+        for name in value.values():
+            if name is not None and not re.fullmatch(_SHORT_NAME, name):
+                raise ValueError(f"{name!r} is not a profile field short name")
+        return {**MOODLE_PROFILE_FIELDS, **value}
+
+    @model_validator(mode="after")
+    def _password(self) -> Self:
+        if self.auth_method == "manual" and not self.create_password:
+            raise _field_error(
+                ("create_password",),
+                "lmsync sends no password: the manual auth method needs Moodle to create one",
+                self.create_password,
+            )
+        return self
+
+
 class InterfaceIn(BaseModel):
     """``PUT /lms/interface``. ``secret`` is write-only: omit it to keep the stored one, except
     when the URL, the authentication type, the user name (basic) or the API key header changes:
@@ -149,7 +267,11 @@ class InterfaceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    connector: Literal["scim"] = "scim"
+    connector: Literal["scim", "moodle"] = Field(
+        default="scim",
+        description="`scim`: SCIM 2.0; `moodle`: Moodle's web services (REST), with the "
+        "web-service token as the secret and the site's address as the URL.",
+    )
     base_url: AnyHttpUrl = Field(examples=["https://lms.example.com/scim/v2"])
     auth_type: AuthType = "bearer"
     auth_header: str = Field(
@@ -174,7 +296,11 @@ class InterfaceIn(BaseModel):
     deactivate_terminated: bool = Field(
         default=True, description="Deactivate LMS users of terminated employees"
     )
-    options: ScimOptionsIn = Field(default_factory=ScimOptionsIn)
+    options: ScimOptionsIn | MoodleOptionsIn = Field(
+        default_factory=ScimOptionsIn,
+        validate_default=True,
+        description="The connector's options: those of SCIM or of Moodle.",
+    )
     guard_percent: int = Field(
         default=10,
         ge=1,
@@ -198,6 +324,16 @@ class InterfaceIn(BaseModel):
     )
 
     _plain = field_validator("username")(_no_control)
+
+    @field_validator("options", mode="wrap")
+    @classmethod
+    def _options_of_connector(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> ScimOptionsIn | MoodleOptionsIn:
+        model = MoodleOptionsIn if info.data.get("connector") == "moodle" else ScimOptionsIn
+        if isinstance(value, BaseModel):
+            value = value.model_dump(exclude_unset=True)
+        return model.model_validate(value)
 
     @field_validator("portal_id")
     @classmethod
@@ -226,6 +362,14 @@ class InterfaceIn(BaseModel):
     def _portal_fits(self) -> Self:
         """The portal identifier must fit where it goes; its header must not be the API key's."""
         options, portal = self.options, self.portal_id
+        if isinstance(options, MoodleOptionsIn):
+            if portal is not None:
+                raise _field_error(
+                    ("portal_id",),
+                    "Moodle has no portal identifier: leave it empty (one interface per site)",
+                    portal,
+                )
+            return self
         if (
             options.portal_id_in == "header"
             and self.auth_type == "api_key"

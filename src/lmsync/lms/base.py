@@ -6,9 +6,9 @@ deeper knows about HTTP (DESIGN §4–5).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from lmsync.sync.rules import RemoteUser
 
@@ -47,6 +47,11 @@ class AlreadyExistsError(LmsError):
 
 class RejectedError(LmsError):
     """The LMS refused the data (validation); retried only after the record changes."""
+
+
+class ConflictError(RejectedError):
+    """Found at write time: the employee cannot get an LMS user without a person deciding (e.g.
+    the login lmsync would give is held by another LMS user). Recorded as a conflict."""
 
 
 class MisconfiguredError(LmsError):
@@ -113,3 +118,33 @@ class Connector(Protocol):
     def test(self) -> ConnectionReport: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """One ``Connector.update`` call, for ``BatchConnector.update_many``."""
+
+    user_id: str
+    fields: Mapping[str, Any]
+    changed: Collection[str]
+    active: bool | None = None
+
+
+@runtime_checkable
+class BatchConnector(Connector, Protocol):
+    """A connector that writes several users per request (the engine hands it up to
+    ``batch_size`` writes at once). One user's error never fails the others: each gets its own
+    result, in order. ``MisconfiguredError`` and ``TransientError`` of the whole request are
+    raised instead (the engine retries a transient one)."""
+
+    batch_size: int
+
+    def create_many(
+        self, items: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+    ) -> list[RemoteUser | LmsError]:
+        """``create(fields, create_only)`` for each item: the user made, or why not."""
+        ...
+
+    def update_many(self, items: Sequence[UpdateRequest]) -> list[LmsError | None]:
+        """``update`` for each item: None when done, or why not."""
+        ...

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import certifi
@@ -16,6 +16,8 @@ import httpx
 
 from lmsync.lms.base import Connector, MisconfiguredError
 from lmsync.lms.host_policy import HostPolicy, PolicyTransport
+from lmsync.lms.moodle import MoodleConnector, MoodleSettings
+from lmsync.lms.moodle_fields import DEFAULT_PROFILE_FIELDS, MoodleMapping, shape
 from lmsync.lms.scim import (
     DEFAULT_EXTENSION_ATTRIBUTES,
     DEFAULT_EXTENSION_URN,
@@ -28,7 +30,11 @@ from lmsync.storage.tables import LmsInterface
 
 ConnectorFactory = Callable[[LmsInterface, "str | None", bool], Connector]
 
-CONNECTORS: dict[str, str] = {"scim": "SCIM 2.0 (RFC 7643/7644)"}
+CONNECTORS: dict[str, str] = {
+    "scim": "SCIM 2.0 (RFC 7643/7644)",
+    "moodle": "Moodle web services (REST)",
+}
+Shaper = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 def scim_settings(interface: LmsInterface, secret: str | None) -> ScimSettings:
@@ -51,6 +57,38 @@ def scim_settings(interface: LmsInterface, secret: str | None) -> ScimSettings:
         portal_id_in=options.get("portal_id_in") or "header",
         portal_id_header=options.get("portal_id_header") or ScimSettings.portal_id_header,
     )
+
+
+def moodle_mapping(options: Mapping[str, Any]) -> MoodleMapping:
+    profile = {**DEFAULT_PROFILE_FIELDS, **(options.get("profile_fields") or {})}
+    return MoodleMapping(
+        languages=tuple(options.get("languages") or ("en",)),
+        job_title_field=options.get("job_title_field") or None,
+        profile_fields=profile,
+    )
+
+
+def moodle_settings(interface: LmsInterface, secret: str | None) -> MoodleSettings:
+    options: dict[str, Any] = interface.options or {}
+    return MoodleSettings(
+        base_url=interface.base_url,
+        token=secret,
+        mapping=moodle_mapping(options),
+        auth_method=options.get("auth_method") or "manual",
+        create_password=bool(options.get("create_password", True)),
+        batch_size=int(options.get("batch_size") or MoodleSettings.batch_size),
+        max_input_vars=int(options.get("max_input_vars") or MoodleSettings.max_input_vars),
+        extended_username_chars=bool(options.get("extended_username_chars", False)),
+    )
+
+
+def shaper(interface: LmsInterface | None) -> Shaper | None:
+    """The desired fields as the interface's LMS can hold them (see ``moodle_fields.shape``);
+    None when it holds them all as they are."""
+    if interface is None or interface.connector != "moodle":
+        return None
+    mapping = moodle_mapping(interface.options or {})
+    return lambda desired: shape(mapping, desired)
 
 
 @functools.cache
@@ -76,13 +114,19 @@ class Connectors:
         if not interface.base_url:
             raise MisconfiguredError("the LMS interface has no URL")
         self.policy.check_url(interface.base_url)
+        if interface.connector not in CONNECTORS:
+            raise MisconfiguredError(f"unknown connector {interface.connector!r}")
+        transport = CountingTransport(
+            PolicyTransport(httpx.HTTPTransport(retries=0, verify=tls_context()), self.policy),
+            interface.connector,
+        )
         if interface.connector == "scim":
-            transport = CountingTransport(
-                PolicyTransport(httpx.HTTPTransport(retries=0, verify=tls_context()), self.policy),
-                interface.connector,
-            )
             return ScimConnector(
                 scim_settings(interface, secret), dry_run=dry_run, transport=transport
+            )
+        if interface.connector == "moodle":
+            return MoodleConnector(
+                moodle_settings(interface, secret), dry_run=dry_run, transport=transport
             )
         raise MisconfiguredError(f"unknown connector {interface.connector!r}")
 

@@ -34,14 +34,16 @@ from lmsync.domain.employment import is_active
 from lmsync.domain.errors import Conflict, NotFound
 from lmsync.lms.base import (
     AlreadyExistsError,
+    BatchConnector,
     Connector,
     LmsError,
     MisconfiguredError,
     NotFoundError,
     RejectedError,
     TransientError,
+    UpdateRequest,
 )
-from lmsync.lms.registry import ConnectorFactory, build_connector
+from lmsync.lms.registry import ConnectorFactory, Shaper, build_connector, shaper
 from lmsync.security import SecretBox
 from lmsync.storage.tables import (
     Account,
@@ -287,7 +289,7 @@ class SyncEngine:
         try:
             now = self.clock()
             with self.sessions() as session:
-                planned, more = self._load(session, account, scope, options, now)
+                planned, more = self._load(session, account, scope, options, now, shaper(interface))
             summary = self._run_with(
                 connector, account, scope, guard, run_id, options, bound, concurrency, planned, now
             )
@@ -363,6 +365,8 @@ class SyncEngine:
         if deferred:
             left = f"{deferred} employees left to the next run: a termination went first"
             message = f"{message}; {left}" if message else left
+        for notice in getattr(connector, "notices", None) or []:
+            message = f"{message}; {notice}" if message else notice
         if failed and not any(final.get(kind, 0) for kind in _SUCCEEDED_WRITES):
             # Nothing went through: the run failed, and the reason most of it did is the news.
             reason = self._commonest_failure(run_id)
@@ -422,7 +426,13 @@ class SyncEngine:
         return guard.decide(settings, window, len(deactivating))
 
     def _load(
-        self, session: Session, account: Account, scope: Scope, options: RunOptions, now: datetime
+        self,
+        session: Session,
+        account: Account,
+        scope: Scope,
+        options: RunOptions,
+        now: datetime,
+        shape: Shaper | None = None,
     ) -> tuple[list[Planned], bool]:
         """The employees this run looks at, with their links and states, and whether its
         ``limit`` left some due employees for another run.
@@ -462,7 +472,7 @@ class SyncEngine:
                 excluded=employee.lms_excluded,
                 email_key=employee.work_email_key,
                 email_shared=employee.work_email_key in shared,
-                desired=desired_fields(employee, account),
+                desired=desired_fields(employee, account, shape),
             )
             link = links.get(employee.id)
             if link is not None and options.full:
@@ -597,6 +607,10 @@ class SyncEngine:
         ]
         writes = [index for index, result in enumerate(results) if result is None]
         size = max(1, min(MAX_CHUNK, len(writes) // (concurrency * 4)))
+        if isinstance(connector, BatchConnector):
+            # A chunk is a request (or a few): as large as the connector takes, spread over
+            # the workers.
+            size = max(1, min(connector.batch_size, -(-len(writes) // concurrency)))
         chunks = [writes[start : start + size] for start in range(0, len(writes), size)]
         claim = self._claims_by_run.get(run_id)
         stop, done = threading.Event(), threading.Event()
@@ -675,6 +689,8 @@ class SyncEngine:
         claim: Claim | None,
         stop: threading.Event,
     ) -> list[Result]:
+        if isinstance(connector, BatchConnector):
+            return self._apply_batched(connector, items, create_only, claim, stop)
         results = []
         for item in items:
             if stop.is_set():  # the run yields: this write is left for the next run
@@ -685,21 +701,92 @@ class SyncEngine:
             results.append(self._apply(connector, item, create_only))
         return results
 
-    def _apply(self, connector: Connector, item: Planned, create_only: Mapping[str, Any]) -> Result:
-        action = item.action
+    def _apply_batched(
+        self,
+        connector: BatchConnector,
+        items: list[Planned],
+        create_only: Mapping[str, Any],
+        claim: Claim | None,
+        stop: threading.Event,
+    ) -> list[Result]:
+        """The chunk's creates in one ``create_many``, its updates in one ``update_many`` (the
+        connector splits them into requests); what follows from an answer (linking a user that
+        already existed, correlating again a user that is gone) one by one."""
+        if stop.is_set():
+            return [Result(item, _DEFERRED, str(item.action.kind)) for item in items]
+        if claim is not None:
+            claim.check()
+        results: list[Result | None] = [None] * len(items)
+        creates = [i for i, item in enumerate(items) if item.action.kind == Kind.CREATE]
+        updates = [
+            i
+            for i, item in enumerate(items)
+            if item.action.kind in _UPDATES and item.action.lms_user_id is not None
+        ]
+        retry = self.retry_attempts
+        if creates:
+            wanted = [dict(items[i].view.desired) for i in creates]
+            try:
+                made: list[RemoteUser | LmsError] = with_retries(
+                    lambda: connector.create_many([(d, create_only) for d in wanted]), retry
+                )
+            except MisconfiguredError:
+                raise
+            except LmsError as exc:
+                made = [exc] * len(creates)
+            for i, desired, user in zip(creates, wanted, made, strict=True):
+                item = items[i]
+                if isinstance(user, MisconfiguredError):
+                    raise user
+                if isinstance(user, AlreadyExistsError):
+                    results[i] = self._guarded(
+                        item, partial(self._exists, connector, item, desired)
+                    )
+                elif isinstance(user, LmsError):
+                    results[i] = _failed(item, user)
+                else:
+                    results[i] = _created(item, user, desired, create_only)
+        if updates:
+            requests = [_update_request(items[i]) for i in updates]
+            try:
+                errors: list[LmsError | None] = with_retries(
+                    lambda: connector.update_many(requests), retry
+                )
+            except MisconfiguredError:
+                raise
+            except LmsError as exc:
+                errors = [exc] * len(updates)
+            for i, error in zip(updates, errors, strict=True):
+                item = items[i]
+                if error is None:
+                    results[i] = _updated(item)
+                elif isinstance(error, MisconfiguredError):
+                    raise error
+                elif isinstance(error, NotFoundError) and item.action.kind != Kind.LINK:
+                    desired = dict(item.view.desired)
+                    results[i] = self._guarded(
+                        item, partial(self._relink, connector, item, desired, create_only)
+                    )
+                else:
+                    results[i] = _failed(item, error)
+        return [
+            result if result is not None else self._apply(connector, items[i], create_only)
+            for i, result in enumerate(results)
+        ]
+
+    def _guarded(self, item: Planned, step: Callable[[], Result]) -> Result:
+        """``step``'s result, or the failure it raised (a misconfiguration stops the run)."""
         try:
-            return self._apply_action(connector, item, action, create_only)
+            return step()
         except MisconfiguredError:
             raise
         except LmsError as exc:
-            return Result(
-                item,
-                "failed",
-                action.kind.value,
-                exc.message,
-                error=exc,
-                lms_user_id=action.lms_user_id,
-            )
+            return _failed(item, exc)
+
+    def _apply(self, connector: Connector, item: Planned, create_only: Mapping[str, Any]) -> Result:
+        return self._guarded(
+            item, lambda: self._apply_action(connector, item, item.action, create_only)
+        )
 
     def _apply_action(
         self, connector: Connector, item: Planned, action: Action, create_only: Mapping[str, Any]
@@ -711,84 +798,42 @@ class SyncEngine:
             try:
                 user = with_retries(lambda: connector.create(desired, create_only), retry)
             except AlreadyExistsError:
-                # Created meanwhile (or by an earlier attempt that crashed): look it up and link.
-                found = with_retries(lambda: connector.find_by_email(desired["email"] or ""), retry)
-                if len(found) != 1:
-                    by_id = with_retries(
-                        lambda: connector.find_by_external_id(item.employee.id), retry
-                    )
-                    found = [by_id] if by_id else found
-                if len(found) != 1:
-                    raise RejectedError(
-                        "the LMS says the user exists but it cannot be found"
-                    ) from None
-                return self._link_existing(connector, item, found[0], desired, "link")
-            return Result(
-                item,
-                "done",
-                "create",
-                action.reason,
-                lms_user_id=user.id,
-                made_by="created",
-                lms_active=True,
-                written=desired,
-                drop_link=action.drop_link,
-                after={**desired, **shown(create_only)},
-            )
+                return self._exists(connector, item, desired)
+            return _created(item, user, desired, create_only)
         if kind == Kind.LINK:
-            assert action.lms_user_id is not None
             if action.changes or action.reactivate:
+                request = _update_request(item)
                 with_retries(
                     lambda: connector.update(
-                        action.lms_user_id or "",
-                        desired,
-                        list(action.changes),
-                        True if action.reactivate else None,
+                        request.user_id, request.fields, request.changed, request.active
                     ),
                     retry,
                 )
-            result = _matched(item, desired)
-            result.before = dict.fromkeys(action.changes) if action.changes else None
-            result.after = dict(action.changes) or None
-            return result
-        link = item.link
-        assert link is not None
-        assert action.lms_user_id is not None
-        user_id = action.lms_user_id
+            return _updated(item)
+        assert item.link is not None
+        request = _update_request(item)
         try:
-            if kind == Kind.DEACTIVATE:
-                with_retries(lambda: connector.update(user_id, desired, [], False), retry)
-                return Result(
-                    item,
-                    "done",
-                    "deactivate",
-                    action.reason,
-                    lms_user_id=user_id,
-                    lms_active=False,
-                    written=dict(link.written),
-                    before={"active": True},
-                    after={"active": False},
-                )
-            changed = list(action.changes)
-            active = True if kind == Kind.REACTIVATE else None
-            with_retries(lambda: connector.update(user_id, desired, changed, active), retry)
+            with_retries(
+                lambda: connector.update(
+                    request.user_id, request.fields, request.changed, request.active
+                ),
+                retry,
+            )
         except NotFoundError:
             return self._relink(connector, item, desired, create_only)
-        before = {k: link.written.get(k) for k in changed}
-        after = dict(action.changes)
-        if kind == Kind.REACTIVATE:
-            before["active"], after["active"] = False, True
-        return Result(
-            item,
-            "done",
-            kind.value,
-            action.reason,
-            lms_user_id=user_id,
-            lms_active=True,
-            written=desired,
-            before=before,
-            after=after,
-        )
+        return _updated(item)
+
+    def _exists(self, connector: Connector, item: Planned, desired: dict[str, Any]) -> Result:
+        """The LMS said the user exists (created meanwhile, or by an earlier attempt that
+        crashed): look it up and link."""
+        retry = self.retry_attempts
+        found = with_retries(lambda: connector.find_by_email(desired["email"] or ""), retry)
+        if len(found) != 1:
+            by_id = with_retries(lambda: connector.find_by_external_id(item.employee.id), retry)
+            found = [by_id] if by_id else found
+        if len(found) != 1:
+            raise RejectedError("the LMS says the user exists but it cannot be found") from None
+        return self._link_existing(connector, item, found[0], desired, "link")
 
     def _link_existing(
         self,
@@ -927,6 +972,92 @@ class SyncEngine:
             trigger = run.trigger
         metrics.run_finished(connector, trigger, status, seconds)  # committed: counted once
         return RunSummary(run_id=run_id, status=status, counts=final, message=message)
+
+
+_UPDATES = frozenset({Kind.LINK, Kind.UPDATE, Kind.DEACTIVATE, Kind.REACTIVATE})
+
+
+def _update_request(item: Planned) -> UpdateRequest:
+    """The one update a planned LINK, UPDATE, DEACTIVATE or REACTIVATE writes."""
+    action = item.action
+    assert action.lms_user_id is not None
+    desired = dict(item.view.desired)
+    if action.kind == Kind.DEACTIVATE:
+        return UpdateRequest(action.lms_user_id, desired, [], False)
+    if action.kind == Kind.LINK:
+        return UpdateRequest(
+            action.lms_user_id, desired, list(action.changes), True if action.reactivate else None
+        )
+    active = True if action.kind == Kind.REACTIVATE else None
+    return UpdateRequest(action.lms_user_id, desired, list(action.changes), active)
+
+
+def _updated(item: Planned) -> Result:
+    """The result of ``_update_request(item)`` once the LMS took it."""
+    action = item.action
+    desired = dict(item.view.desired)
+    if action.kind == Kind.LINK:
+        result = _matched(item, desired)
+        result.before = dict.fromkeys(action.changes) if action.changes else None
+        result.after = dict(action.changes) or None
+        return result
+    link = item.link
+    assert link is not None
+    if action.kind == Kind.DEACTIVATE:
+        return Result(
+            item,
+            "done",
+            "deactivate",
+            action.reason,
+            lms_user_id=action.lms_user_id,
+            lms_active=False,
+            written=dict(link.written),
+            before={"active": True},
+            after={"active": False},
+        )
+    before = {k: link.written.get(k) for k in action.changes}
+    after = dict(action.changes)
+    if action.kind == Kind.REACTIVATE:
+        before["active"], after["active"] = False, True
+    return Result(
+        item,
+        "done",
+        action.kind.value,
+        action.reason,
+        lms_user_id=action.lms_user_id,
+        lms_active=True,
+        written=desired,
+        before=before,
+        after=after,
+    )
+
+
+def _created(
+    item: Planned, user: RemoteUser, desired: dict[str, Any], create_only: Mapping[str, Any]
+) -> Result:
+    return Result(
+        item,
+        "done",
+        "create",
+        item.action.reason,
+        lms_user_id=user.id,
+        made_by="created",
+        lms_active=True,
+        written=desired,
+        drop_link=item.action.drop_link,
+        after={**desired, **shown(create_only)},
+    )
+
+
+def _failed(item: Planned, error: LmsError) -> Result:
+    return Result(
+        item,
+        "failed",
+        item.action.kind.value,
+        error.message,
+        error=error,
+        lms_user_id=item.action.lms_user_id,
+    )
 
 
 def _watch(yield_to: Callable[[], bool], stop: threading.Event, done: threading.Event) -> None:

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from lmsync.domain.employment import is_active
 from lmsync.hr.employees import status_condition
 from lmsync.jobs.due_hook import note_due
+from lmsync.lms.registry import shaper
 from lmsync.storage.tables import Account, Employee, LmsInterface, LmsState, table_of
 from lmsync.sync import rules, snapshot
 from lmsync.sync.mapping import desired_fields
@@ -131,7 +132,7 @@ def held_back(
             email_key=employee.work_email_key,
             # Only tells a skip or a conflict from a lookup: none of them is "nothing to do".
             email_shared=False,
-            desired=desired_fields(employee, account),
+            desired=desired_fields(employee, account, shaper(interface)),
         )
         link = links.get(employee.id)
         link_view = (

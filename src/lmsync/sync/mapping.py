@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -36,9 +36,14 @@ EXPIRATION_YEARS = 100
 ACCESS_MODE = "Request"
 
 
-def desired_fields(employee: Employee | EmployeeRecord, account: Account) -> dict[str, Any]:
-    """The maintained fields for ``employee``; the account fills the language and company."""
-    return {
+def desired_fields(
+    employee: Employee | EmployeeRecord,
+    account: Account,
+    shape: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The maintained fields for ``employee``; the account fills the language and company.
+    ``shape`` (``lms.registry.shaper``) turns them into what the account's LMS can hold."""
+    desired = {
         "external_id": employee.id,
         "employee_number": employee.employee_number,
         "first_name": employee.first_name,
@@ -57,6 +62,7 @@ def desired_fields(employee: Employee | EmployeeRecord, account: Account) -> dic
         "postal_code": employee.postal_code,
         "notifications_enabled": True,
     }
+    return shape(desired) if shape is not None else desired
 
 
 def create_only_fields(account: Account, now: datetime) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
-from lmsync.lms.base import LmsError, TransientError
+from lmsync.lms.base import ConflictError, LmsError, TransientError
 from lmsync.storage.bulk import insert_rows
 from lmsync.storage.tables import (
     Employee,
@@ -134,14 +134,15 @@ def record_batch(
         _link_change(batch, account_id, result, now)
         _state_change(batch, account_id, run_id, result, now)
         if _worth_an_outcome(result):
+            conflict = isinstance(result.error, ConflictError)  # shown as the plan's conflicts
             batch.outcomes.append(
                 _outcome_row(
                     run_id,
                     account_id,
                     now,
                     employee_id=result.planned.employee.id,
-                    action=result.action,
-                    outcome=result.outcome,
+                    action="conflict" if conflict else result.action,
+                    outcome="none" if conflict else result.outcome,
                     reason=result.reason,
                     lms_user_id=result.lms_user_id,
                     before=result.before,
@@ -285,6 +286,12 @@ def _state_change(
         # (a rehire, say) or the hold is approved (the approval run names these employees).
         batch.counts["held"] = batch.counts.get("held", 0) + 1
         values["outcome"] = "held"
+        values["rejected_record_at"] = item.employee.updated_at
+    elif result.outcome == "failed" and isinstance(result.error, ConflictError):
+        # Found at write time (a username held by another LMS user...): a person decides;
+        # tried again once the employee's record changes.
+        batch.counts["conflict"] = batch.counts.get("conflict", 0) + 1
+        values["outcome"] = "conflict"
         values["rejected_record_at"] = item.employee.updated_at
     elif result.outcome == "failed":
         batch.counts["failed"] = batch.counts.get("failed", 0) + 1

@@ -188,7 +188,9 @@ def _linked(employee: EmployeeView, link: LinkView, scope: Scope) -> Action:
         return Action(Kind.DEACTIVATE, "terminated", lms_user_id=link.lms_user_id)
     if not scope.sync_users:
         return none(SYNC_USERS_OFF)
-    current = link.remote.fields if link.remote is not None else link.written
+    # A field the LMS does not show (Moodle hides phone numbers unless configured to show them)
+    # is taken as last written.
+    current = {**link.written, **link.remote.fields} if link.remote is not None else link.written
     changes = diff(employee.desired, current)
     if not remote_active:
         return Action(

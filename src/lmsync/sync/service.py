@@ -31,7 +31,7 @@ from lmsync.hr.employees import status_condition, text_condition
 from lmsync.jobs.queue import Deferrer
 from lmsync.lms.base import ConnectionReport, LmsError
 from lmsync.lms.host_policy import NOT_ALLOWED
-from lmsync.lms.registry import host_policy_of
+from lmsync.lms.registry import host_policy_of, shaper
 from lmsync.security import SecretBox
 from lmsync.storage.database import lock_row, transaction
 from lmsync.storage.tables import (
@@ -212,6 +212,7 @@ class SyncService:
             and data.secret is None
             and (
                 interface.base_url != base_url
+                or interface.connector != data.connector
                 or interface.auth_type != data.auth_type
                 or (data.auth_type == "basic" and interface.username != data.username)
                 or (
@@ -525,7 +526,7 @@ class SyncService:
             excluded=employee.lms_excluded,
             email_key=employee.work_email_key,
             email_shared=_email_shared(session, employee, now),
-            desired=desired_fields(employee, account),
+            desired=desired_fields(employee, account, shaper(interface)),
         )
         link_view = (
             rules.LinkView(link.lms_user_id, link.lms_active, link.written) if link else None
