@@ -18,7 +18,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from lmsync.domain.interface import InterfaceIn
+from lmsync.domain.interface import InterfaceIn, ScimOptionsIn
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.lms.base import (
     AlreadyExistsError,
@@ -1575,6 +1575,7 @@ def test_portal_id_is_trimmed_and_blank_is_none() -> None:
 def test_portal_id_in_is_header_or_path() -> None:
     assert set(_interface_errors(options={"portal_id_in": "query"})) == {"options.portal_id_in"}
     options = InterfaceIn.model_validate({"base_url": BASE_URL}).options
+    assert isinstance(options, ScimOptionsIn)
     assert (options.portal_id_in, options.portal_id_header) == ("header", "X-Portal-Id")
 
 

@@ -375,8 +375,9 @@ class MoodleConnector:
                 return [self._why_refused(chunk[0][1])]
             half = len(chunk) // 2  # all or nothing: isolate the refused user
             return self._create_chunk(chunk[:half]) + self._create_chunk(chunk[half:])
-        made = {str(u.get("username")): u for u in answer if isinstance(u, dict)}
-        if not isinstance(answer, list) or len(made) != len(chunk):
+        listed = answer if isinstance(answer, list) else []
+        made = {str(u.get("username")): u for u in listed if isinstance(u, dict)}
+        if len(made) != len(chunk):
             # Some PHP builds drop the fields past max_input_vars instead of refusing the call.
             raise MisconfiguredError(
                 f"core_user_create_users: Moodle made {len(made)} users of the {len(chunk)} sent:"
