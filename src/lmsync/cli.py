@@ -463,8 +463,13 @@ def _sync_service() -> tuple[SyncService, Engine]:
 @lms_app.command("configure")
 def lms_configure(
     account: Annotated[str, typer.Option(help="Account id.")],
-    url: Annotated[str, typer.Option(help="The LMS's SCIM base URL.")],
-    auth_type: Annotated[str, typer.Option(help="bearer, api_key or basic.")] = "bearer",
+    url: Annotated[
+        str, typer.Option(help="The LMS's SCIM base URL, or the Moodle site's address.")
+    ],
+    connector: Annotated[
+        str, typer.Option(help="scim (SCIM 2.0) or moodle (Moodle web services).")
+    ] = "scim",
+    auth_type: Annotated[str, typer.Option(help="SCIM: bearer, api_key or basic.")] = "bearer",
     secret_stdin: Annotated[
         bool, typer.Option("--secret-stdin", help="Read the token/key/password from stdin.")
     ] = False,
@@ -498,6 +503,15 @@ def lms_configure(
     user_name_field: Annotated[
         str, typer.Option(help="What the SCIM userName carries: email or employee_number.")
     ] = "email",
+    auth_method: Annotated[
+        str, typer.Option(help="Moodle: the auth method of new users (manual, oauth2, saml2...).")
+    ] = "manual",
+    languages: Annotated[
+        str,
+        typer.Option(
+            help="Moodle: the installed language packs, comma-separated (first: default)."
+        ),
+    ] = "en",
 ) -> None:
     """Configure (or reconfigure) the account's LMS interface. A new URL or authentication
     needs the secret again (--secret-stdin); the deactivation guard's settings are kept."""
@@ -514,7 +528,13 @@ def lms_configure(
                 "hourly_transfer": hourly,
                 "sync_users": sync_users,
                 "deactivate_terminated": deactivate,
+                "connector": connector,
                 "options": {
+                    "auth_method": auth_method,
+                    "languages": [c.strip() for c in languages.split(",") if c.strip()],
+                }
+                if connector == "moodle"
+                else {
                     "user_name_field": user_name_field,
                     "portal_id_in": portal_id_in,
                     "portal_id_header": portal_id_header,

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from lmsync import csv_safe
 from lmsync.domain.accounts import AccountPatchIn
 from lmsync.domain.errors import Conflict, FieldError, LmsCheckFailed, NotFound, ValidationFailed
-from lmsync.domain.interface import InterfaceIn, ScimOptionsIn
+from lmsync.domain.interface import InterfaceIn, MoodleOptionsIn, ScimOptionsIn
 from lmsync.hr import accounts
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
@@ -40,22 +40,50 @@ SETTINGS = "/settings/interfaces/lms"
 PAGE = 100
 # The deactivation guard's settings (the form's "Safety" section).
 GUARDS = ("guard_percent", "guard_minimum", "guard_window_minutes")
-# The interface options the form edits (the others keep their stored values).
+# The interface options the form edits, by connector (the others keep their stored values).
 FORM_OPTIONS = ("portal_id_in", "portal_id_header")
+MOODLE_FORM_OPTIONS = ("auth_method", "languages", "job_title_field")
+
+
+def _moodle_values(options: dict[str, Any]) -> dict[str, Any]:
+    """The Moodle options as the form shows them (languages as one comma-separated field)."""
+    defaults = MoodleOptionsIn()
+    return {
+        "auth_method": options.get("auth_method") or defaults.auth_method,
+        "languages": ", ".join(options.get("languages") or defaults.languages),
+        "job_title_field": options.get("job_title_field") or "",
+    }
+
+
+def _moodle_options(form: FormData) -> dict[str, Any]:
+    """The Moodle options the form sent (a field it lacks keeps the stored value)."""
+    out: dict[str, Any] = {}
+    if "auth_method" in form:
+        out["auth_method"] = form["auth_method"].strip() or MoodleOptionsIn().auth_method
+    if "languages" in form:
+        codes = [c.strip() for c in form["languages"].replace(";", ",").split(",") if c.strip()]
+        out["languages"] = codes or MoodleOptionsIn().languages
+    if "job_title_field" in form:
+        out["job_title_field"] = form["job_title_field"].strip() or None
+    return out
 
 
 def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
     if interface is None:
         return {
+            "connector": "scim",
             "auth_type": "bearer",
             "hourly_transfer": True,
             "sync_users": True,
             "deactivate_terminated": True,
             **{name: InterfaceIn.model_fields[name].default for name in GUARDS},
             **{name: ScimOptionsIn.model_fields[name].default for name in FORM_OPTIONS},
+            **_moodle_values({}),
         }
     options = interface.options or {}
+    moodle = interface.connector == "moodle"
     return {
+        "connector": interface.connector,
         "auth_type": interface.auth_type,
         "base_url": interface.base_url,
         "portal_id": interface.portal_id,
@@ -66,9 +94,11 @@ def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
         "deactivate_terminated": interface.deactivate_terminated,
         **{name: getattr(interface, name) for name in GUARDS},
         **{
-            name: options.get(name) or ScimOptionsIn.model_fields[name].default
+            name: (None if moodle else options.get(name))
+            or ScimOptionsIn.model_fields[name].default
             for name in FORM_OPTIONS
         },
+        **_moodle_values(options if moodle else {}),
     }
 
 
@@ -128,30 +158,34 @@ def save_settings(request: Request, state: State, browser: Writer, form: FormDat
     values: dict[str, Any] = dict(form)
     for switch in ("hourly_transfer", "sync_users", "deactivate_terminated"):
         values[switch] = values.get(switch) == "true"
+    connector = values.get("connector") or "scim"
     with state.uow() as session:
         existing = session.get(LmsInterface, account_id)
-        options = existing.options if existing is not None else {}
+        # Another connector's options mean nothing to this one: they are not carried over.
+        same = existing is not None and existing.connector == connector
+        options = (existing.options or {}) if existing is not None and same else {}
         stored = {name: getattr(existing, name) for name in GUARDS} if existing else {}
+    if connector == "moodle":
+        sent = _moodle_options(form)
+    else:
+        # A form without the field (an older page) keeps the stored value; empty: default.
+        sent = {
+            name: form[name].strip() or ScimOptionsIn.model_fields[name].default
+            for name in FORM_OPTIONS
+            if name in form
+        }
     data: dict[str, Any] = {
-        "connector": values.get("connector") or "scim",
+        "connector": connector,
         "base_url": values.get("base_url") or "",
         "auth_type": values.get("auth_type") or "bearer",
         "auth_header": values.get("auth_header") or "X-API-Key",
         "username": values.get("username") or None,
-        "portal_id": values.get("portal_id") or None,
+        "portal_id": (values.get("portal_id") or None) if connector != "moodle" else None,
         "secret": values.get("secret") or None,  # empty: keep the stored secret
         "hourly_transfer": values["hourly_transfer"],
         "sync_users": values["sync_users"],
         "deactivate_terminated": values["deactivate_terminated"],
-        "options": {
-            **(options or {}),
-            # A form without the field (an older page) keeps the stored value; empty: default.
-            **{
-                name: form[name].strip() or ScimOptionsIn.model_fields[name].default
-                for name in FORM_OPTIONS
-                if name in form
-            },
-        },
+        "options": {**options, **sent},
     }
     for name in GUARDS:
         # A form without the field (an older page) keeps the stored value, not the default.
