@@ -5,7 +5,8 @@ same N employees (``moodle_native.employees``) and the same starting point (a pr
 holds one manual account whose email is a letter-case variant of an employee's):
 
 * lmsync's first activation, with batches (the default: up to 100 users per call, 4 calls in
-  flight) and with one user per call (``batch_size: 1``), users/s;
+  flight) and with one user per call (``batch_size: 1``; 4 in flight, then one after another),
+  users/s;
 * then a pass where 1% changed (job title, city) and 1% left, as the HR changes reach lmsync
   (a change run of the due employees), and what it got right;
 * the termination latency: one employee terminated in lmsync's database → suspended in Moodle,
@@ -87,6 +88,7 @@ def lmsync_run(
     batch_size: int,
     label: str,
     terminations: int,
+    concurrency: int = 4,
 ) -> LmsyncResult:
     native.reset_moodle(env)
     native.create_preexisting(env, staff[0])
@@ -102,7 +104,11 @@ def lmsync_run(
                 "connector": "moodle",
                 "base_url": env.url,
                 "secret": env.token,
-                "options": {"languages": LANGUAGES, "batch_size": batch_size},
+                "options": {
+                    "languages": LANGUAGES,
+                    "batch_size": batch_size,
+                    "max_concurrency": concurrency,
+                },
             },
         )
         engine = make_engine(url)
@@ -262,6 +268,17 @@ def markdown(results: list[LmsyncResult], natives: list[native.NativeResult], n:
     return "\n".join(lines)
 
 
+def _latency_text(results: list[LmsyncResult]) -> str:
+    for r in results:
+        if r.termination_ms:
+            ms = sorted(r.termination_ms)
+            return (
+                f"{len(ms)} terminations, engine change run\n"
+                f"p50 {statistics.median(ms):.0f} ms\np99 {percentile(ms, 99):.0f} ms"
+            )
+    return "not measured"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
@@ -285,7 +302,23 @@ def main(argv: list[str] | None = None) -> int:
                 terminations=args.terminations,
             ),
             lmsync_run(
-                env, staff, changed, left, batch_size=1, label="one user per call", terminations=0
+                env,
+                staff,
+                changed,
+                left,
+                batch_size=1,
+                label="one user per call, 4 at once",
+                terminations=0,
+            ),
+            lmsync_run(
+                env,
+                staff,
+                changed,
+                left,
+                batch_size=1,
+                label="one user per call, one after another",
+                terminations=0,
+                concurrency=1,
             ),
         ]
         natives: list[native.NativeResult] = []
@@ -309,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 Panel("B6", "first load", "bars", labels, first, unit="s"),
                 Panel("B6", "1% changed + 1% left", "bars", labels, passes, unit="s"),
+                Panel("B6", "termination → suspended", "text", text=_latency_text(results)),
             ],
         )
     return 0

@@ -320,3 +320,21 @@ def test_a_batch_past_max_input_vars_loses_no_field(mh: MoodleHarness) -> None:
         assert "expirationdate" in custom
     phones = mh.site.sql("SELECT count(*) FROM mdl_user WHERE phone2 = '+14385550142'")
     assert phones == [["260"]]
+
+
+def test_a_profile_field_missing_on_moodle_is_reported_and_not_rewritten(
+    mh: MoodleHarness,
+) -> None:
+    mh.configure(profile_fields={"province": "regionx"})  # no such field on the site
+    for n in range(3):
+        mh.hire(f"P-{n}", f"p.{n}@example.com", province="Québec", country="Canada")
+    run = mh.activate()
+    assert run["status"] == "succeeded", run
+    assert run["counts"]["create"] == 3
+    assert "custom profile fields missing on Moodle (values not kept): regionx" in run["message"]
+    [user, *_] = mh.site.users()
+    assert "regionx" not in mh.site.custom(user)
+
+    again = mh.sync(full=True)
+    assert again["status"] == "succeeded", again
+    assert not again["counts"].get("update"), again

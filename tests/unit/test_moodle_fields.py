@@ -263,7 +263,7 @@ def test_neutral_fields_reads_core_and_custom_fields() -> None:
     assert fields["job_title"] == "Nurse"
     assert fields["language"] == "fr-CA"
     assert fields["province"] == "QC"
-    assert fields["postal_code"] is None  # the profile field holds no value
+    assert "postal_code" not in fields  # not listed by Moodle: unknown, not empty
     assert fields["notifications_enabled"] is True
     assert "external_id" not in fields
 

@@ -170,15 +170,17 @@ def neutral_fields(mapping: MoodleMapping, user: Mapping[str, Any]) -> dict[str,
     }
     out["email"] = _blank(user.get("email"))
     out["language"] = neutral_lang(_blank(user.get("lang")))
-    if mapping.job_title_field:
-        out["job_title"] = _blank(custom.get(mapping.job_title_field))
-    else:
+    # Moodle lists a custom field only when it holds a value (and not at all when the site lacks
+    # it): absent, it is unknown, and compared with what lmsync last wrote.
+    if not mapping.job_title_field:
         out["job_title"] = _blank(user.get("department"))
+    elif mapping.job_title_field in custom:
+        out["job_title"] = _blank(custom[mapping.job_title_field])
     for name in MAINTAINED_PROFILE_FIELDS:
         short = mapping.profile_field(name)
-        if not short:
+        if not short or short not in custom:
             continue
-        value = custom.get(short)
+        value = custom[short]
         if name == "notifications_enabled":
             out[name] = str(value) == "1"
         else:
