@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # When set, ``GET /metrics`` (Prometheus) asks for ``Authorization: Bearer <this token>``;
     # unset, it is open (its labels name no account, employee or email).
     metrics_token: str | None = None
+    # The LMS failing (failed runs, no success since) this many minutes raises the "LMS down"
+    # alert: a banner on every page, and an email when SMTP is configured.
+    alert_lms_down_minutes: int = Field(default=15, ge=1, le=10080)
 
     def resolved_database_url(self) -> str:
         """The configured URL, else a SQLite file in the data directory.

@@ -68,6 +68,10 @@ def test_connection_test_reports_the_site(mh: MoodleHarness) -> None:
     assert "every function lmsync needs" in messages
     assert "notificationsenabled" in messages  # the checkbox field, listed on every user
     assert mh.site.users() == []  # a test writes nothing
+    shown = mh.client.get("/api/v1/lms/interface", headers=mh.mhr).json()
+    assert shown["connector"] == "moodle"
+    assert shown["options"]["languages"] == LANGUAGES
+    assert shown["options"]["auth_method"] == "manual"
 
     bad = {"connector": "moodle", "base_url": mh.site.url, "secret": "0" * 32}
     response = mh.client.put("/api/v1/lms/interface", json=bad, headers=mh.mhr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lmsync.domain.interface import InterfaceIn
 from lmsync.lms.base import ConnectionReport
+from lmsync.sync import overview
 from lmsync.sync.engine import RunSummary
 from lmsync.sync.service import InterfaceSaved
 from lmsync.web.deps import Caller, Paging, State, paged
@@ -19,6 +21,7 @@ from lmsync.web.schemas import (
     EmployeeLmsOut,
     FindingOut,
     InterfaceOut,
+    MoodleOptionsOut,
     OutcomeOut,
     Paged,
     PreviewOut,
@@ -90,7 +93,11 @@ def _interface_out(interface: object) -> InterfaceOut:
                 k: getattr(interface, k) for k in InterfaceOut.model_fields if hasattr(interface, k)
             },
             "secret_set": bool(getattr(interface, "secret_encrypted", None)),
-            "options": ScimOptionsOut.model_validate(getattr(interface, "options", {}) or {}),
+            "options": (
+                MoodleOptionsOut
+                if getattr(interface, "connector", None) == "moodle"
+                else ScimOptionsOut
+            ).model_validate(getattr(interface, "options", {}) or {}),
         }
     )
 
@@ -115,6 +122,52 @@ def _preview(summary: RunSummary, create_only: dict[str, object]) -> PreviewOut:
     }
     values = {name: counts.pop(kind, 0) for kind, name in known.items()}
     return PreviewOut(run_id=summary.run_id, other=counts, create_only=create_only, **values)
+
+
+class HealthOut(BaseModel):
+    last_success_at: datetime | None = Field(
+        description="When the last run that reached the LMS ended (none yet: null)."
+    )
+    failing_since: datetime | None = Field(
+        description="When the first failed run after it started: the LMS has been failing "
+        "since then (null: it is not failing)."
+    )
+    last_error: str | None = Field(description="The last failed run's message.")
+    down: bool = Field(
+        description="Failing for at least LMSYNC_ALERT_LMS_DOWN_MINUTES (the alert is raised)."
+    )
+
+
+class AlertOut(BaseModel):
+    kind: str = Field(description="held | lms_down | conflicts")
+    message: str
+    action: str = Field(description="What to do about it.")
+    url: str = Field(description="The page where to do it.")
+
+
+class OverviewOut(BaseModel):
+    configured: bool
+    active: bool
+    connector: str | None
+    health: HealthOut
+    counts: dict[str, int] = Field(
+        description="Employees by LMS state (not_linked, linked, deactivated, skipped, conflict, "
+        "error, held, excluded), plus to_create (active, with a work email, not linked) and "
+        "leaving_soon (a termination ahead)."
+    )
+    held_runs: list[RunOut] = Field(description="Runs waiting for an HR manager's approval.")
+    last_runs: list[RunOut] = Field(description="The ten latest runs, newest first.")
+    alerts: list[AlertOut] = Field(description="What needs an HR manager now.")
+
+
+@router.get("/lms/overview", response_model=OverviewOut, summary="What needs attention")
+def get_overview(state: State, caller: Caller) -> OverviewOut:
+    """The LMS connection's health, the employees by LMS state, the runs held for approval, the
+    last runs and the alerts: what the overview page shows."""
+    down_after = timedelta(minutes=state.settings.alert_lms_down_minutes)
+    with state.uow() as session:
+        seen = overview.overview(session, caller.account(), state.sync.engine.clock(), down_after)
+    return OverviewOut.model_validate(seen, from_attributes=True)
 
 
 @router.get("/lms/interface", response_model=InterfaceOut, summary="The LMS interface")

@@ -35,7 +35,7 @@ from lmsync.web import api_accounts, api_employees, api_lms, problems
 from lmsync.web.address_check import AddressCheckMiddleware
 from lmsync.web.body_limit import BodyLimitMiddleware
 from lmsync.web.deps import AppState, State
-from lmsync.web.pages import auth_pages, employee_pages, lms_pages, token_pages
+from lmsync.web.pages import auth_pages, employee_pages, lms_pages, overview_pages, token_pages
 from lmsync.web.pages.common import TEMPLATES, CsrfRejected, LoginRequired, login_redirect
 from lmsync.web.security_headers import SecurityHeadersMiddleware
 
@@ -138,6 +138,7 @@ def create_app(
     app.include_router(auth_pages.router)
     app.include_router(employee_pages.router)
     app.include_router(lms_pages.router)
+    app.include_router(overview_pages.router)
     app.include_router(token_pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

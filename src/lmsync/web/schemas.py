@@ -139,6 +139,18 @@ class ScimOptionsOut(BaseModel):
     portal_id_header: str = "X-Portal-Id"
 
 
+class MoodleOptionsOut(BaseModel):
+    auth_method: str = "manual"
+    create_password: bool = True
+    languages: list[str] = ["en"]
+    job_title_field: str | None = None
+    profile_fields: dict[str, str | None] = {}
+    batch_size: int = 100
+    max_input_vars: int = 5000
+    extended_username_chars: bool = False
+    max_concurrency: int = 4
+
+
 class InterfaceOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -152,7 +164,9 @@ class InterfaceOut(BaseModel):
     hourly_transfer: bool
     sync_users: bool
     deactivate_terminated: bool
-    options: ScimOptionsOut
+    options: ScimOptionsOut | MoodleOptionsOut = Field(
+        description="The connector's options (SCIM's or Moodle's, as `connector` says)."
+    )
     guard_percent: int
     guard_minimum: int
     guard_window_minutes: int

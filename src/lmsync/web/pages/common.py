@@ -8,6 +8,7 @@ a link could otherwise put any words in lmsync's own message banner.
 from __future__ import annotations
 
 import hmac
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -22,6 +23,7 @@ from lmsync.domain.errors import Forbidden
 from lmsync.hr import sessions
 from lmsync.hr.sessions import BrowserSession
 from lmsync.storage.tables import Account
+from lmsync.sync import overview
 from lmsync.web.deps import AppState, State
 
 COOKIE = "lmsync_session"
@@ -141,6 +143,10 @@ def render(
         principal = browser.principal
         with state.uow() as session:
             base["account_name"] = account_name(session, browser)
+            if principal.account_id is not None:
+                down_after = timedelta(minutes=state.settings.alert_lms_down_minutes)
+                now = state.sync.engine.clock()
+                base["alerts"] = overview.alerts(session, principal.account_id, now, down_after)
         base["csrf_token"] = browser.csrf_token
         base["can_write"] = principal.role == "MHR"
         base["is_operator"] = principal.is_operator

@@ -73,7 +73,7 @@ def _errors(errors: list[FieldError]) -> dict[str, str]:
 def home(browser: Browser) -> Response:
     if browser.principal.account_id is None and browser.principal.is_operator:
         return redirect("/operator/accounts")
-    return redirect("/employees")
+    return redirect("/overview")
 
 
 @router.get("/employees", response_class=HTMLResponse)
