@@ -56,6 +56,16 @@ class Settings(BaseSettings):
     # The LMS failing (failed runs, no success since) this many minutes raises the "LMS down"
     # alert: a banner on every page, and an email when SMTP is configured.
     alert_lms_down_minutes: int = Field(default=15, ge=1, le=10080)
+    # Email notifications to each account's HR managers (a held run, the LMS down, a daily
+    # digest of new conflicts and errors): off while no SMTP host is set.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "lmsync <lmsync@localhost>"
+    notify_poll_seconds: float = Field(default=30.0, ge=0.05, le=3600.0)
+    digest_hour_utc: int = Field(default=7, ge=0, le=23)
 
     def resolved_database_url(self) -> str:
         """The configured URL, else a SQLite file in the data directory.

@@ -417,3 +417,24 @@ class LoginFailure(Base):
     email_key: Mapped[str] = mapped_column(String(254))
     ip: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Notification(Base):
+    """One email about one event (a held run, an LMS outage, a day's digest) to an account's HR
+    managers. The unique key makes "one email per event" hold across servers: whoever inserts
+    the row sends it."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("account_id", "kind", "key", name="uq_notifications_event"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # held | lms_down | digest
+    key: Mapped[str] = mapped_column(String(100))  # the event: a run id, an outage, a day
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)

@@ -23,6 +23,8 @@ from lmsync.jobs import wiring
 from lmsync.jobs.runner import JobRunner
 from lmsync.jobs.worker import BackgroundWorker
 from lmsync.lms.registry import ConnectorFactory, Connectors
+from lmsync.notify.mail import Mailer
+from lmsync.notify.notifier import Notifier
 from lmsync.security import SecretBox
 from lmsync.settings import Settings
 from lmsync.storage import migrate
@@ -95,6 +97,20 @@ def create_app(
         else None
     )
     sync = SyncService(sessions, secrets, sync_engine, worker, deferrer=deferrer)
+    mailer = Mailer.from_settings(settings)
+    notifier = (
+        Notifier(
+            sessions,
+            mailer,
+            clock=clock,
+            down_after=timedelta(minutes=settings.alert_lms_down_minutes),
+            digest_hour=settings.digest_hour_utc,
+            public_url=settings.public_url,
+            poll_seconds=settings.notify_poll_seconds,
+        )
+        if mailer is not None and run_worker
+        else None
+    )
     imports = ImportService(sessions, on_change=sync.changed)  # background CSV imports
     # This process's metrics (its in-process worker's included) and, on the PostgreSQL queue,
     # the queue's depth read at each scrape.
@@ -106,7 +122,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        for started in (worker, jobs_worker):
+        for started in (worker, jobs_worker, notifier):
             if started is not None:
                 started.start()
         if run_worker:
@@ -114,7 +130,7 @@ def create_app(
         imports.start()
         yield
         imports.stop()
-        for stopped in (worker, jobs_worker):
+        for stopped in (worker, jobs_worker, notifier):
             if stopped is not None:
                 stopped.stop()
         sync.close()

@@ -1,0 +1,1 @@
+"""Email notifications to HR managers: what to send (``notifier``) and how (``mail``)."""
