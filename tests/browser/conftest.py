@@ -11,8 +11,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from lmsync.hr import accounts
 from lmsync.settings import Settings
 from lmsync.storage.database import make_engine, make_session_factory, transaction
+from lmsync.storage.tables import utcnow
 from lmsync.web.app import create_app
 from tests.conftest import IN_CI, World
 from tests.lms_peer import LmsProcess
@@ -66,13 +68,13 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 class LiveServer:
     """lmsync's app under uvicorn in a background thread, on a free loopback port."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(settings, poll_seconds=0.1), log_level="warning", lifespan="on"
+            create_app(settings, poll_seconds=0.1, clock=clock), log_level="warning", lifespan="on"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
@@ -139,12 +141,24 @@ class Site:
 
 
 @pytest.fixture
-def site(settings: Settings, world: World, lms: LmsProcess, database_url: str) -> Iterator[Site]:
+def app_clock() -> Callable[[], datetime]:
+    """The app's "now" (a test module may drive it instead)."""
+    return utcnow
+
+
+@pytest.fixture
+def site(
+    settings: Settings,
+    world: World,
+    lms: LmsProcess,
+    database_url: str,
+    app_clock: Callable[[], datetime],
+) -> Iterator[Site]:
     engine = make_engine(database_url)
     with transaction(make_session_factory(engine)) as session:
         accounts.create_user(session, email=OPERATOR_EMAIL, password=PASSWORD, is_operator=True)
     engine.dispose()
-    server = LiveServer(settings)
+    server = LiveServer(settings, app_clock)
     server.start()
     try:
         site = Site(server.url, world, lms)
