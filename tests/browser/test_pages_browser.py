@@ -100,6 +100,28 @@ def test_terminate_deactivates_the_lms_user(page: Page, site: Site) -> None:
     expect(page.locator("#lms-panel")).to_contain_text("deactivated")
 
 
+def test_the_lms_panel_shows_the_deactivation_without_a_reload(page: Page, site: Site) -> None:
+    site.activate()
+    employee = site.hire("E-9", "live@example.com")
+    wait_for(lambda: _linked(site, employee["id"]), timeout=10)
+    # The LMS asks lmsync to come back in 3 seconds: the deactivation is pending meanwhile.
+    site.lms.fault(status=429, count=1, retry_after=3, methods=["PATCH"])
+    sign_in(page, "mhr_a@example.com")
+    page.goto(f"/employees/{employee['id']}?tab=employment")
+    page.get_by_role("link", name="Terminate…").click()
+    page.get_by_label("Last day worked").fill("2026-11-20")
+    page.get_by_role("button", name="Yes, terminate").click()
+    page.get_by_role("link", name="Security and Access").click()
+    panel = page.locator("#lms-panel")
+    expect(panel).to_contain_text("deactivate — within seconds")
+    expect(panel.locator(".badge")).to_have_text("linked")
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    expect(panel.locator(".badge")).to_have_text("deactivated", timeout=15_000)
+    assert navigations == []  # the panel updated itself
+    assert site.lms.by_email("live@example.com")[0]["active"] is False
+
+
 def test_a_resignation_shows_leaving_on_and_can_be_cancelled(page: Page, site: Site) -> None:
     site.activate()
     employee = site.hire("E-8", "notice@example.com", last_name="Ngô")

@@ -252,6 +252,16 @@ def employee_file(
     return _file(request, state, browser, employee_id, tab)
 
 
+@router.get("/employees/{employee_id}/lms-panel", response_class=HTMLResponse)
+def lms_panel(request: Request, state: State, browser: Browser, employee_id: str) -> Response:
+    """The LMS panel alone: what the employee file polls while lmsync is about to act."""
+    account_id = browser.principal.account()
+    with state.uow() as session:
+        employee = employees.get_employee(session, account_id, employee_id)
+        lms = state.sync.employee_state(session, account_id, employee_id)
+    return render(request, state, browser, "lms_panel.html", employee=employee, lms=lms)
+
+
 @router.post("/employees/{employee_id}/profile", response_class=HTMLResponse)
 def save_profile(
     request: Request, state: State, browser: Writer, form: FormData, employee_id: str
