@@ -121,6 +121,21 @@ def test_the_lms_panel_shows_the_deactivation_without_a_reload(page: Page, site:
     assert navigations == []  # the panel updated itself
     assert site.lms.by_email("live@example.com")[0]["active"] is False
 
+    # The History tab: HR events and LMS actions, interleaved, newest first, who and when.
+    page.get_by_role("link", name="History", exact=True).click()
+    rows = page.locator("#timeline tbody tr")
+    expect(rows.first).to_contain_text("LMS user deactivated")
+    expect(rows.first).to_contain_text("lmsync (change run)")
+    expect(page.locator('#timeline tr[data-source="hr"]').first).to_contain_text(
+        "Termination recorded"
+    )
+    expect(page.locator('#timeline tr[data-source="hr"]').first).to_contain_text(
+        "mhr_a@example.com"
+    )
+    expect(page.locator('#timeline tr[data-source="lms"]').last).to_contain_text("LMS user created")
+    expect(page.locator('#timeline tr[data-source="hr"]').last).to_contain_text("Hired")
+    shot(page, "employee-history")
+
 
 def test_a_resignation_shows_leaving_on_and_can_be_cancelled(page: Page, site: Site) -> None:
     site.activate()

@@ -5,6 +5,7 @@ rehire), and "Sync this employee now"."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -26,7 +27,7 @@ from lmsync.domain.errors import Conflict, FieldError, ValidationFailed
 from lmsync.hr import employees
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
-from lmsync.storage.tables import Account, Employee, User
+from lmsync.storage.tables import Account, Employee, SyncOutcome, SyncRun, User
 from lmsync.sync.service import LMS_STATES, employees_with_state
 from lmsync.web.deps import MAX_OFFSET, State
 from lmsync.web.pages.common import (
@@ -175,6 +176,7 @@ def _file(
         lms = state.sync.employee_state(session, account_id, employee_id)
         timezone = session.get_one(Account, account_id).timezone
         history = _history(session, account_id, employee_id, timezone)
+        timeline = _timeline(session, account_id, employee_id, timezone) if tab == "history" else []
     ends = employee.access_ends_at
     access_ends_local = (
         ends.astimezone(ZoneInfo(timezone)).strftime(f"%Y-%m-%d %H:%M ({timezone})") if ends else ""
@@ -188,10 +190,12 @@ def _file(
         "employee_file.html",
         status_code=status_code,
         employee=employee,
-        tab=tab if tab in ("profile", "employment", "security") else "profile",
+        tab=tab if tab in ("profile", "employment", "security", "history") else "profile",
         lms=lms,
         access_ends_local=access_ends_local,
         history=history,
+        timeline=timeline,
+        timezone=timezone,
         values=values,
         errors=errors or {},
     )
@@ -226,6 +230,75 @@ def _history(
         }
         for event in reversed(events)
     ]
+
+
+_LMS_ACTIONS = {
+    "create": "LMS user created",
+    "link": "Linked to the LMS user with the same email",
+    "update": "LMS user updated",
+    "deactivate": "LMS user deactivated",
+    "reactivate": "LMS user reactivated",
+    "skip": "Skipped",
+    "conflict": "Conflict",
+    "none": "Checked",
+}
+_LMS_OUTCOMES = {"failed": "failed", "held": "held: awaiting approval", "planned": "planned"}
+TIMELINE_LMS_ROWS = 200
+
+
+def _timeline(
+    session: Session, account_id: str, employee_id: str, timezone: str
+) -> list[dict[str, str | None]]:
+    """The HR events and the LMS outcomes of one employee, newest first."""
+    zone = ZoneInfo(timezone)
+    events = employees.list_events(session, account_id, employee_id)
+    actors = {e.actor_user_id for e in events if e.actor_user_id}
+    rows = session.execute(select(User.id, User.email).where(User.id.in_(sorted(actors))))
+    emails = {str(row[0]): str(row[1]) for row in rows}
+    items: list[tuple[datetime, dict[str, str | None]]] = [
+        (
+            event.at,
+            {
+                "source": "hr",
+                "what": _EVENT_LABELS.get(event.kind, event.kind) + _event_detail(event.details),
+                "who": emails.get(event.actor_user_id or "", "lmsync (import or command line)"),
+                "run_id": None,
+            },
+        )
+        for event in events
+    ]
+    outcomes = session.execute(
+        select(SyncOutcome, SyncRun.trigger)
+        .join(SyncRun, SyncRun.id == SyncOutcome.run_id)
+        .where(
+            SyncOutcome.account_id == account_id,
+            SyncOutcome.employee_id == employee_id,
+            SyncRun.dry_run.is_(False),
+        )
+        .order_by(SyncOutcome.at.desc())
+        .limit(TIMELINE_LMS_ROWS)
+    ).all()
+    for outcome, trigger in outcomes:
+        what = _LMS_ACTIONS.get(outcome.action, outcome.action)
+        if outcome.outcome in _LMS_OUTCOMES:
+            what += f" ({_LMS_OUTCOMES[outcome.outcome]})"
+        if outcome.after and outcome.action in ("update", "link", "reactivate"):
+            what += ": " + ", ".join(sorted(k for k in outcome.after if k != "active"))
+        if outcome.reason:
+            what += f" — {outcome.reason}"
+        items.append(
+            (
+                outcome.at,
+                {
+                    "source": "lms",
+                    "what": what,
+                    "who": f"lmsync ({trigger} run)",
+                    "run_id": outcome.run_id,
+                },
+            )
+        )
+    items.sort(key=lambda pair: pair[0], reverse=True)
+    return [{"at": at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"), **item} for at, item in items]
 
 
 def _event_detail(details: dict[str, Any]) -> str:
