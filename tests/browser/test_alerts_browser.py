@@ -70,6 +70,12 @@ def test_a_held_run_raises_a_banner_and_an_email_until_approved(
     page.get_by_role("button", name="Sync now").click()
     expect(page.locator("#run-state")).to_have_text("held")
     run_id = page.url.split("?")[0].rstrip("/").rsplit("/", 1)[1]
+    # The run opens on what waits for approval; the employees say so.
+    expect(page.locator("#row-count")).to_contain_text(
+        "21 rows: the deactivations waiting for approval"
+    )
+    page.goto(f"/employees/{ids[0]}?tab=security")
+    expect(page.locator("#lms-panel .badge").first).to_have_text("held: awaiting approval")
 
     for path in ("/overview", "/employees", "/sync", "/tokens"):
         page.goto(path)

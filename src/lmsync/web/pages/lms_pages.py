@@ -303,6 +303,11 @@ def run_page(
     offset = min(max(offset, 0), MAX_OFFSET)
     with state.uow() as session:
         run = state.sync.get_run(session, account_id, run_id)
+        # A held run opens on what waits for approval (the planned deactivations); "Any" (an
+        # empty value) shows the rest.
+        held_only = run.status == "held" and action is None and outcome is None
+        if held_only:
+            outcome = "held"
         outcomes, total = state.sync.list_outcomes(
             session,
             run_id,
@@ -329,6 +334,7 @@ def run_page(
         names=names,
         action=action,
         outcome=outcome,
+        held_only=held_only,
         next_url=f"{base}{offset + PAGE}" if offset + PAGE < total else None,
         prev_url=f"{base}{max(offset - PAGE, 0)}" if offset else None,
     )
