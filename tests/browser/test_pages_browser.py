@@ -339,3 +339,37 @@ def sign_in_operator(page: Page) -> None:
     page.get_by_label("Password").fill("correct horse")
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/operator/accounts")
+
+
+def test_linking_a_conflicted_employee_by_hand_resolves_it(page: Page, site: Site) -> None:
+    site.lms.load(
+        [
+            scim_user("shared.box@example.com", "Front", "Desk"),
+            scim_user("SHARED.BOX@example.com", "Ann", "Lee", userName="ann.lee"),
+        ]
+    )
+    employee = site.hire("C-1", "shared.box@example.com", first_name="Ann", last_name="Lee")
+    site.activate()
+    sign_in(page, "mhr_a@example.com")
+    page.goto("/overview")
+    expect(page.locator('[data-alert="conflicts"]')).to_contain_text("1 employee cannot")
+    page.goto(f"/employees/{employee['id']}?tab=security")
+    panel = page.locator("#lms-panel")
+    expect(panel.locator(".badge").first).to_have_text("conflict")
+    expect(panel).to_contain_text("several LMS users have this email")
+    page.get_by_label("Link to an LMS user by hand").fill("Lee")
+    page.get_by_role("button", name="Search the LMS").click()
+    row = page.locator("#candidates tbody tr", has_text="Ann Lee")
+    expect(row).to_have_count(1)
+    shot(page, "conflict-repair")
+    row.get_by_role("button", name="Link").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "Linked to the LMS user: its fields are written within seconds."
+    )
+    expect(panel.locator(".badge").first).to_have_text("linked")
+    expect(panel).to_contain_text("linked by hand")
+    expect(page.locator('[data-alert="conflicts"]')).to_have_count(0)
+    page.get_by_role("link", name="History", exact=True).click()
+    expect(page.locator('#timeline tr[data-source="hr"]').first).to_contain_text(
+        "Linked by hand to an LMS user"
+    )

@@ -266,6 +266,17 @@ class MoodleConnector:
     def find_by_external_id(self, external_id: str) -> RemoteUser | None:
         return None  # Moodle keeps no lmsync identifier
 
+    def search(self, text: str, limit: int) -> list[RemoteUser]:
+        """Users whose first name, last name or email contains ``text`` (linking by hand)."""
+        pattern = f"%{text.strip()}%"
+        found: dict[int, dict[str, Any]] = {}
+        for key in ("lastname", "firstname", "email"):
+            for user in self._managed(self._get_users(key, pattern)):
+                user_id = _user_id(user)
+                if user_id is not None:
+                    found.setdefault(user_id, user)
+        return [self.from_user(u) for u in list(found.values())[:limit]]
+
     def list_page(self, start_index: int, count: int) -> UserPage:
         # core_user_get_users has no paging: one call lists everyone, pages are cut from it.
         with self._lock:

@@ -265,6 +265,17 @@ class ScimConnector:
                 return self.from_resource(resource)
         return None
 
+    def search(self, text: str, limit: int) -> list[RemoteUser]:
+        """Users whose name, userName or email contains ``text`` (for linking by hand)."""
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        filter_ = " or ".join(
+            f'{path} co "{quoted}"'
+            for path in ("name.familyName", "name.givenName", "userName", "emails.value")
+        )
+        params = {"filter": filter_, "count": limit}
+        found = _resources(self._json(self._request("GET", "/Users", params=params)))
+        return [self.from_resource(r) for r in found[:limit]]
+
     def list_page(self, start_index: int, count: int) -> UserPage:
         params = {"startIndex": start_index, "count": count}
         body = self._json(self._request("GET", "/Users", params=params))

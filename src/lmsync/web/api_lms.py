@@ -6,12 +6,12 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmsync.domain.interface import InterfaceIn
 from lmsync.lms.base import ConnectionReport
-from lmsync.sync import overview
+from lmsync.sync import manual_link, overview
 from lmsync.sync.engine import RunSummary
 from lmsync.sync.service import InterfaceSaved
 from lmsync.web.deps import Caller, Paging, State, paged
@@ -306,3 +306,74 @@ def employee_lms(employee_id: str, state: State, caller: Caller) -> EmployeeLmsO
 def sync_employee(employee_id: str, state: State, caller: Caller) -> JSONResponse:
     account_id = caller.writable_account()
     return _started(state.sync.sync_employee(account_id, employee_id, caller.user_id))
+
+
+class CandidateOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(description="The LMS user's id.")
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    active: bool
+    linked_to: str | None = Field(description="The employee already linked to it, if any.")
+    linked_to_name: str | None
+
+
+class LinkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lms_user_id: str = Field(min_length=1, max_length=200, description="The chosen LMS user.")
+
+
+@router.get(
+    "/employees/{employee_id}/lms/candidates",
+    response_model=list[CandidateOut],
+    tags=["employees"],
+    summary="Look LMS users up, to link the employee by hand",
+)
+def lms_candidates(
+    employee_id: str,
+    state: State,
+    caller: Caller,
+    q: Annotated[
+        str,
+        Query(
+            min_length=1, max_length=200, description="An email, an LMS user id or part of a name."
+        ),
+    ],
+) -> list[CandidateOut]:
+    """The LMS users an HR manager may link the employee to: those with this email (any letter
+    case), this id, or (SCIM and Moodle) a name containing the text; each says whether another
+    employee is linked to it already."""
+    found = manual_link.candidates(state.sync, caller.account(), employee_id, q)
+    return [CandidateOut.model_validate(c) for c in found]
+
+
+@router.put(
+    "/employees/{employee_id}/lms/link",
+    status_code=204,
+    tags=["employees"],
+    summary="Link the employee to an LMS user by hand",
+)
+def link_employee(employee_id: str, body: LinkIn, state: State, caller: Caller) -> Response:
+    """Conflict repair: the LMS user must exist and be linked to no other employee (409); the
+    employee must not be excluded (409). Recorded in the employee's history; the next change run
+    writes the maintained fields."""
+    account_id = caller.writable_account()
+    manual_link.link(state.sync, account_id, employee_id, body.lms_user_id, caller.user_id)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/employees/{employee_id}/lms/link",
+    status_code=204,
+    tags=["employees"],
+    summary="Unlink the employee from its LMS user",
+)
+def unlink_employee(employee_id: str, state: State, caller: Caller) -> Response:
+    """The LMS user is left as it is; the rules decide again at the next run (an employee whose
+    email matches exactly one LMS user is linked to it again: exclude them to keep them out)."""
+    account_id = caller.writable_account()
+    manual_link.unlink(state.sync, account_id, employee_id, caller.user_id)
+    return Response(status_code=204)

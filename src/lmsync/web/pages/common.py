@@ -83,6 +83,8 @@ Writer = Annotated[BrowserSession, Depends(check_csrf)]
 
 FlashCode = Literal[
     "hired",
+    "lms_linked",
+    "lms_unlinked",
     "saved",
     "excluded",
     "included",
@@ -101,6 +103,8 @@ FlashCode = Literal[
 ]
 FLASH_MESSAGES: dict[str, str] = {
     "hired": "Employee hired.",
+    "lms_linked": "Linked to the LMS user: its fields are written within seconds.",
+    "lms_unlinked": "Unlinked: the LMS user is left as it is.",
     "saved": "Saved.",
     "excluded": "Excluded from the LMS interface.",
     "included": "Included in the LMS interface.",

@@ -23,11 +23,12 @@ from lmsync.domain.employees import (
     TerminateIn,
     TerminationChangeIn,
 )
-from lmsync.domain.errors import Conflict, FieldError, ValidationFailed
+from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from lmsync.hr import employees
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
 from lmsync.storage.tables import Account, Employee, SyncOutcome, SyncRun, User
+from lmsync.sync import manual_link
 from lmsync.sync.service import LMS_STATES, employees_with_state
 from lmsync.web.deps import MAX_OFFSET, State
 from lmsync.web.pages.common import (
@@ -35,6 +36,7 @@ from lmsync.web.pages.common import (
     FlashCode,
     FormData,
     Writer,
+    not_possible,
     redirect,
     render,
     require_writer,
@@ -169,11 +171,20 @@ def _file(
     values: dict[str, Any] | None = None,
     errors: dict[str, str] | None = None,
     status_code: int = 200,
+    query: str | None = None,
 ) -> Response:
     account_id = browser.principal.account()
+    found: list[manual_link.Candidate] | None = None
+    search_error = None
+    if query and tab == "security" and browser.principal.role == "MHR":
+        try:
+            found = manual_link.candidates(state.sync, account_id, employee_id, query[:200])
+        except (Conflict, NotFound) as exc:
+            search_error = exc.message
     with state.uow() as session:
         employee = employees.get_employee(session, account_id, employee_id)
         lms = state.sync.employee_state(session, account_id, employee_id)
+        colleagues = _sharing_email(session, employee) if lms.state == "conflict" else []
         timezone = session.get_one(Account, account_id).timezone
         history = _history(session, account_id, employee_id, timezone)
         timeline = _timeline(session, account_id, employee_id, timezone) if tab == "history" else []
@@ -195,6 +206,10 @@ def _file(
         access_ends_local=access_ends_local,
         history=history,
         timeline=timeline,
+        q=query,
+        candidates=found,
+        search_error=search_error,
+        colleagues=colleagues,
         timezone=timezone,
         values=values,
         errors=errors or {},
@@ -210,6 +225,8 @@ _EVENT_LABELS = {
     "termination_changed": "Termination changed",
     "termination_cancelled": "Termination cancelled",
     "rehired": "Rehired",
+    "lms_linked": "Linked by hand to an LMS user",
+    "lms_unlinked": "Unlinked from its LMS user",
 }
 
 
@@ -312,6 +329,8 @@ def _event_detail(details: dict[str, Any]) -> str:
         parts.append("effective immediately")
     if details.get("hire_date"):
         parts.append(f"hire date {details['hire_date']}")
+    if details.get("lms_user_id"):
+        parts.append(f"LMS user {details['lms_user_id']}")
     for key in ("reason", "note"):
         if details.get(key):
             parts.append(f"{key}: {details[key]}")
@@ -320,9 +339,32 @@ def _event_detail(details: dict[str, Any]) -> str:
 
 @router.get("/employees/{employee_id}", response_class=HTMLResponse)
 def employee_file(
-    request: Request, state: State, browser: Browser, employee_id: str, tab: str = "profile"
+    request: Request,
+    state: State,
+    browser: Browser,
+    employee_id: str,
+    tab: str = "profile",
+    q: str | None = None,
 ) -> Response:
-    return _file(request, state, browser, employee_id, tab)
+    return _file(request, state, browser, employee_id, tab, query=q)
+
+
+def _sharing_email(session: Session, employee: Employee) -> list[Employee]:
+    """The other employees of the account with the same work email (a conflict's colleagues)."""
+    if not employee.work_email_key:
+        return []
+    return list(
+        session.scalars(
+            select(Employee)
+            .where(
+                Employee.account_id == employee.account_id,
+                Employee.work_email_key == employee.work_email_key,
+                Employee.id != employee.id,
+            )
+            .order_by(Employee.last_name, Employee.first_name)
+            .limit(20)
+        )
+    )
 
 
 @router.get("/employees/{employee_id}/lms-panel", response_class=HTMLResponse)
@@ -563,6 +605,31 @@ def lifecycle(
     return _confirm(
         request, state, browser, employee_id, verb, values=values, errors=errors, status_code=422
     )
+
+
+@router.post("/employees/{employee_id}/lms/link", response_class=HTMLResponse)
+def link_by_hand(
+    request: Request, state: State, browser: Writer, form: FormData, employee_id: str
+) -> Response:
+    account_id = require_writer(browser)
+    chosen = (form.get("lms_user_id") or "").strip()[:200]
+    try:
+        manual_link.link(state.sync, account_id, employee_id, chosen, browser.principal.user_id)
+    except ValidationFailed as exc:
+        return not_possible(request, state, browser, exc.errors[0].message)
+    except Conflict as exc:
+        return not_possible(request, state, browser, exc.message)
+    return redirect(f"/employees/{employee_id}?tab=security", "lms_linked")
+
+
+@router.post("/employees/{employee_id}/lms/unlink", response_class=HTMLResponse)
+def unlink_by_hand(request: Request, state: State, browser: Writer, employee_id: str) -> Response:
+    account_id = require_writer(browser)
+    try:
+        manual_link.unlink(state.sync, account_id, employee_id, browser.principal.user_id)
+    except Conflict as exc:
+        return not_possible(request, state, browser, exc.message)
+    return redirect(f"/employees/{employee_id}?tab=security", "lms_unlinked")
 
 
 @router.post("/employees/{employee_id}/lms/sync")
