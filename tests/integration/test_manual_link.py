@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.api.test_pages import sign_in
 from tests.integration.conftest import Harness, scim_user, wait_for
 
 
@@ -89,3 +90,34 @@ def test_a_viewer_cannot_link(harness: Harness) -> None:
         headers={"Authorization": f"Bearer {harness.world.viewer_a}"},
     )
     assert response.status_code == 403
+
+
+def test_the_lms_users_linked_to_no_employee_are_listed_and_exported(harness: Harness) -> None:
+    harness.lms.load(
+        [
+            scim_user("stranger@example.com", '=HYPERLINK("http://x")', "Stranger"),
+            scim_user("known@example.com", "Known", "Person"),
+        ]
+    )
+    harness.hire("K-1", "known@example.com")
+    run = harness.activate()
+    assert run["status"] == "succeeded", run
+    listed = harness.client.get("/api/v1/lms/unlinked-users", headers=harness.mhr).json()
+    assert [u["email"] for u in listed["items"]] == ["stranger@example.com"]
+    assert listed["total"] == 1
+    overview = harness.client.get("/api/v1/lms/overview", headers=harness.mhr).json()
+    assert overview["unlinked"] == 1
+    filtered = harness.client.get(
+        "/api/v1/lms/unlinked-users", params={"q": "nobody"}, headers=harness.mhr
+    ).json()
+    assert filtered["total"] == 0
+
+    sign_in(harness.client, "mhr_a@example.com")
+    page = harness.client.get("/lms/unlinked")
+    assert page.status_code == 200
+    assert "stranger@example.com" in page.text
+    exported = harness.client.get("/lms/unlinked.csv")
+    assert exported.status_code == 200
+    lines = exported.text.splitlines()
+    assert lines[0] == "lms_user_id,email,first_name,last_name,active,seen_at"
+    assert "'=HYPERLINK" in lines[1]  # a formula cell is neutralised

@@ -438,3 +438,20 @@ class Notification(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class UnlinkedLmsUser(Base):
+    """An LMS user linked to no employee, as the last full pass read it (replaced at each one)."""
+
+    __tablename__ = "unlinked_lms_users"
+    __table_args__ = (Index("ix_unlinked_lms_users_account", "account_id", "email"),)
+
+    account_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    lms_user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -61,6 +61,7 @@ from lmsync.sync.mapping import create_only_fields, desired_fields, shown
 from lmsync.sync.recording import Planned, Result, record_batch, record_plan
 from lmsync.sync.rules import Action, EmployeeView, Kind, LinkView, RemoteUser, Scope
 from lmsync.sync.snapshot import EmployeeRecord, LinkRecord, StateRecord
+from lmsync.sync.unlinked import record as record_unlinked
 
 log = structlog.get_logger("lmsync.sync")
 
@@ -355,6 +356,8 @@ class SyncEngine:
             if options.full:
                 interface = session.get_one(LmsInterface, account.id)
                 interface.last_full_pass_at = now
+        if options.full and remote_all is not None:
+            record_unlinked(self.sessions, account.id, remote_all, now)
         bound.info("sync finished", **final)
         if decision is not None and decision.hold:
             bound.warning("deactivations held by the guard", held=final.get("held", 0))

@@ -17,7 +17,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lmsync.hr.employees import status_condition
-from lmsync.storage.tables import Employee, LmsInterface, LmsLink, LmsState, SyncRun
+from lmsync.storage.tables import (
+    Employee,
+    LmsInterface,
+    LmsLink,
+    LmsState,
+    SyncRun,
+    UnlinkedLmsUser,
+)
 from lmsync.sync.service import LMS_STATES, lms_state_column
 
 # Runs whose LMS calls went through (some of them at least).
@@ -68,6 +75,7 @@ class Overview:
     held_runs: list[RunLine] = field(default_factory=list)
     last_runs: list[RunLine] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    unlinked: int = 0  # LMS users linked to no employee at the last full pass
 
 
 def _line(run: SyncRun) -> RunLine:
@@ -236,4 +244,12 @@ def overview(
         held_runs=held_runs(session, account_id),
         last_runs=[_line(r) for r in last],
         alerts=alerts(session, account_id, now, down_after),
+        unlinked=int(
+            session.scalar(
+                select(func.count())
+                .select_from(UnlinkedLmsUser)
+                .where(UnlinkedLmsUser.account_id == account_id)
+            )
+            or 0
+        ),
     )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lmsync.domain.interface import InterfaceIn
 from lmsync.lms.base import ConnectionReport
-from lmsync.sync import manual_link, overview
+from lmsync.sync import manual_link, overview, unlinked
 from lmsync.sync.engine import RunSummary
 from lmsync.sync.service import InterfaceSaved
 from lmsync.web.deps import Caller, Paging, State, paged
@@ -158,6 +158,9 @@ class OverviewOut(BaseModel):
     held_runs: list[RunOut] = Field(description="Runs waiting for an HR manager's approval.")
     last_runs: list[RunOut] = Field(description="The ten latest runs, newest first.")
     alerts: list[AlertOut] = Field(description="What needs an HR manager now.")
+    unlinked: int = Field(
+        description="LMS users linked to no employee at the last full pass (`/lms/unlinked-users`)."
+    )
 
 
 @router.get("/lms/overview", response_model=OverviewOut, summary="What needs attention")
@@ -377,3 +380,37 @@ def unlink_employee(employee_id: str, state: State, caller: Caller) -> Response:
     account_id = caller.writable_account()
     manual_link.unlink(state.sync, account_id, employee_id, caller.user_id)
     return Response(status_code=204)
+
+
+class UnlinkedUserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    lms_user_id: str
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    active: bool
+    seen_at: datetime = Field(description="When the full pass that listed it ran.")
+
+
+@router.get(
+    "/lms/unlinked-users",
+    response_model=Paged[UnlinkedUserOut],
+    summary="LMS users linked to no employee",
+)
+def unlinked_users(
+    state: State,
+    caller: Caller,
+    page: Paging,
+    request: Request,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Part of an email or a name.")
+    ] = None,
+) -> Paged[UnlinkedUserOut]:
+    """The LMS users no employee is linked to, as the last full pass (the activation or an hourly
+    pass) read them: accounts HR does not know of, test users, former staff."""
+    with state.uow() as session:
+        rows, total = unlinked.page(
+            session, caller.account(), text=q, limit=page.limit, offset=page.offset
+        )
+        return paged(request, page, [UnlinkedUserOut.model_validate(r) for r in rows], total)
