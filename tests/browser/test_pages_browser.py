@@ -373,3 +373,17 @@ def test_linking_a_conflicted_employee_by_hand_resolves_it(page: Page, site: Sit
     expect(page.locator('#timeline tr[data-source="hr"]').first).to_contain_text(
         "Linked by hand to an LMS user"
     )
+
+
+def test_the_employee_list_shows_the_lms_state_without_a_reload(page: Page, site: Site) -> None:
+    site.activate()
+    # The LMS asks lmsync to come back in 3 seconds: the creation is pending meanwhile.
+    site.lms.fault(status=429, count=1, retry_after=3, methods=["POST"])
+    site.hire("L-1", "listed@example.com", last_name="Listed")
+    sign_in(page, "mhr_a@example.com")
+    row = page.get_by_role("row", name=re.compile("Listed"))
+    expect(row).to_contain_text("not linked")
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    expect(row.locator(".badge").last).to_have_text("linked", timeout=15_000)
+    assert navigations == []

@@ -27,7 +27,7 @@ from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFaile
 from lmsync.hr import employees
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
-from lmsync.storage.tables import Account, Employee, SyncOutcome, SyncRun, User
+from lmsync.storage.tables import Account, Employee, LmsInterface, SyncOutcome, SyncRun, User
 from lmsync.sync import manual_link
 from lmsync.sync.service import LMS_STATES, employees_with_state
 from lmsync.web.deps import MAX_OFFSET, State
@@ -103,6 +103,9 @@ def employee_list(
             limit=PAGE,
             offset=offset,
         )
+        interface = session.get(LmsInterface, account_id)
+        automatic = bool(interface and interface.active and interface.hourly_transfer)
+    pending = automatic and any(e.lms_due_at is not None for e, _ in rows)
     params = {
         k: v for k, v in {"q": q, "status": status, "excluded": excluded, "lms": lms}.items() if v
     }
@@ -126,6 +129,8 @@ def employee_list(
         excluded=excluded,
         lms=lms,
         lms_states=LMS_STATES,
+        pending=pending,
+        self_url="/employees?" + urlencode({**params, "offset": offset}),
         next_url=next_url,
         prev_url=prev_url,
     )
