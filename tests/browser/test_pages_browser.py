@@ -308,7 +308,7 @@ def test_held_run_is_approved_from_its_page(page: Page, site: Site) -> None:
     page.goto("/settings/interfaces/lms")
     page.get_by_role("button", name="Sync now").click()
     expect(page.locator("#run-state")).to_have_text("held")
-    expect(page.get_by_text("Waiting for approval")).to_be_visible()
+    expect(page.get_by_role("heading", name="Waiting for approval")).to_be_visible()
     shot(page, "sync-run-held")
     assert all(u["active"] for u in site.lms.users())
     page.get_by_role("button", name="Approve and run").click()
