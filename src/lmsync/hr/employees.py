@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy import update as sa_update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from lmsync.domain import employment
 from lmsync.domain.employees import (
@@ -431,14 +431,21 @@ class EmployeeFilter:
     text: str | None = None
 
 
+def contains(text: str, *columns: QueryableAttribute[str | None]) -> ColumnElement[bool]:
+    """Rows where one of ``columns`` contains ``text`` (case-insensitive; ``%`` and ``_`` taken
+    literally)."""
+    pattern = "%" + text.strip().replace("%", r"\%").replace("_", r"\_") + "%"
+    return or_(*(column.ilike(pattern, escape="\\") for column in columns))
+
+
 def text_condition(text: str) -> ColumnElement[bool]:
     """Employees whose name, work email or number contains ``text`` (case-insensitive)."""
-    pattern = "%" + text.strip().replace("%", r"\%").replace("_", r"\_") + "%"
-    return or_(
-        Employee.first_name.ilike(pattern, escape="\\"),
-        Employee.last_name.ilike(pattern, escape="\\"),
-        Employee.work_email.ilike(pattern, escape="\\"),
-        Employee.employee_number.ilike(pattern, escape="\\"),
+    return contains(
+        text,
+        Employee.first_name,
+        Employee.last_name,
+        Employee.work_email,
+        Employee.employee_number,
     )
 
 

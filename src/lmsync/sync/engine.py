@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import func, select, update
@@ -64,6 +64,7 @@ from lmsync.sync.snapshot import EmployeeRecord, LinkRecord, StateRecord
 from lmsync.sync.unlinked import record as record_unlinked
 
 log = structlog.get_logger("lmsync.sync")
+T = TypeVar("T")
 
 LOCK_LEASE = timedelta(seconds=60)  # renewed every third of it while the run lives
 BATCH = 500  # results recorded per transaction
@@ -726,17 +727,11 @@ class SyncEngine:
             for i, item in enumerate(items)
             if item.action.kind in _UPDATES and item.action.lms_user_id is not None
         ]
-        retry = self.retry_attempts
         if creates:
             wanted = [dict(items[i].view.desired) for i in creates]
-            try:
-                made: list[RemoteUser | LmsError] = with_retries(
-                    lambda: connector.create_many([(d, create_only) for d in wanted]), retry
-                )
-            except MisconfiguredError:
-                raise
-            except LmsError as exc:
-                made = [exc] * len(creates)
+            made = self._whole_batch(
+                lambda: connector.create_many([(d, create_only) for d in wanted]), len(creates)
+            )
             for i, desired, user in zip(creates, wanted, made, strict=True):
                 item = items[i]
                 if isinstance(user, MisconfiguredError):
@@ -751,14 +746,7 @@ class SyncEngine:
                     results[i] = _created(item, user, desired, create_only)
         if updates:
             requests = [_update_request(items[i]) for i in updates]
-            try:
-                errors: list[LmsError | None] = with_retries(
-                    lambda: connector.update_many(requests), retry
-                )
-            except MisconfiguredError:
-                raise
-            except LmsError as exc:
-                errors = [exc] * len(updates)
+            errors = self._whole_batch(lambda: connector.update_many(requests), len(updates))
             for i, error in zip(updates, errors, strict=True):
                 item = items[i]
                 if error is None:
@@ -776,6 +764,18 @@ class SyncEngine:
             result if result is not None else self._apply(connector, items[i], create_only)
             for i, result in enumerate(results)
         ]
+
+    def _whole_batch(self, call: Callable[[], list[T]], count: int) -> list[T | LmsError]:
+        """``call``'s per-user results, retried while the whole request fails transiently; when
+        it still fails, that error for each of its ``count`` users (a misconfiguration stops the
+        run)."""
+        try:
+            results: list[T | LmsError] = list(with_retries(call, self.retry_attempts))
+        except MisconfiguredError:
+            raise
+        except LmsError as exc:
+            return [exc] * count
+        return results
 
     def _guarded(self, item: Planned, step: Callable[[], Result]) -> Result:
         """``step``'s result, or the failure it raised (a misconfiguration stops the run)."""
@@ -803,17 +803,8 @@ class SyncEngine:
             except AlreadyExistsError:
                 return self._exists(connector, item, desired)
             return _created(item, user, desired, create_only)
-        if kind == Kind.LINK:
-            if action.changes or action.reactivate:
-                request = _update_request(item)
-                with_retries(
-                    lambda: connector.update(
-                        request.user_id, request.fields, request.changed, request.active
-                    ),
-                    retry,
-                )
-            return _updated(item)
-        assert item.link is not None
+        if kind == Kind.LINK and not (action.changes or action.reactivate):
+            return _updated(item)  # linked as it is: nothing to write
         request = _update_request(item)
         try:
             with_retries(
@@ -823,6 +814,8 @@ class SyncEngine:
                 retry,
             )
         except NotFoundError:
+            if kind == Kind.LINK:  # the user just found is gone: that employee's failure
+                raise
             return self._relink(connector, item, desired, create_only)
         return _updated(item)
 
@@ -987,11 +980,8 @@ def _update_request(item: Planned) -> UpdateRequest:
     desired = dict(item.view.desired)
     if action.kind == Kind.DEACTIVATE:
         return UpdateRequest(action.lms_user_id, desired, [], False)
-    if action.kind == Kind.LINK:
-        return UpdateRequest(
-            action.lms_user_id, desired, list(action.changes), True if action.reactivate else None
-        )
-    active = True if action.kind == Kind.REACTIVATE else None
+    # ``reactivate`` is set on every REACTIVATE, and on a LINK to a deactivated user.
+    active = True if action.reactivate else None
     return UpdateRequest(action.lms_user_id, desired, list(action.changes), active)
 
 

@@ -123,6 +123,7 @@ def held_back(
     on, off = replace(scope, **{switch: True}), replace(scope, **{switch: False})
     employees = _included(session, account.id, _STATUS[switch], now)
     links = snapshot.by_employee(session, LinkRecord, account.id, None)
+    shape = shaper(interface)
     ids = []
     for employee in employees:
         view = rules.EmployeeView(
@@ -132,7 +133,7 @@ def held_back(
             email_key=employee.work_email_key,
             # Only tells a skip or a conflict from a lookup: none of them is "nothing to do".
             email_shared=False,
-            desired=desired_fields(employee, account, shaper(interface)),
+            desired=desired_fields(employee, account, shape),
         )
         link = links.get(employee.id)
         link_view = (

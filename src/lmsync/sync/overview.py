@@ -29,7 +29,6 @@ from lmsync.sync.service import LMS_STATES, lms_state_column
 
 # Runs whose LMS calls went through (some of them at least).
 _REACHED = ("succeeded", "partial", "held", "approved")
-_ENDED = (*_REACHED, "failed")
 DEFAULT_DOWN_MINUTES = 15
 
 
@@ -175,31 +174,37 @@ def alerts(
     interface = session.get(LmsInterface, account_id)
     if interface is None:
         return []
+    state = health(session, account_id, now, down_after) if interface.active else None
+    return _alerts(session, account_id, held_runs(session, account_id), state)
+
+
+def _alerts(
+    session: Session, account_id: str, held: list[RunLine], state: Health | None
+) -> list[Alert]:
+    """The alerts, from the held runs and the health (None: the interface is not active)."""
     out: list[Alert] = []
-    for run in held_runs(session, account_id)[:3]:
-        held = run.counts.get("held", 0)
+    for run in held[:3]:
+        count = run.counts.get("held", 0)
         out.append(
             Alert(
                 "held",
-                f"{held} deactivation{'s' if held != 1 else ''} of LMS users wait for approval "
+                f"{count} deactivation{'s' if count != 1 else ''} of LMS users wait for approval "
                 f"(the deactivation guard held a run started {run.started_at:%Y-%m-%d %H:%M} "
                 "UTC).",
                 "Review and approve or reject",
                 f"/sync/{run.id}",
             )
         )
-    if interface.active:
-        state = health(session, account_id, now, down_after)
-        if state.down and state.failing_since is not None:
-            out.append(
-                Alert(
-                    "lms_down",
-                    f"The LMS has been failing since {state.failing_since:%Y-%m-%d %H:%M} UTC: "
-                    f"{state.last_error or 'the last runs failed'}.",
-                    "Check the LMS settings and test the connection",
-                    "/settings/interfaces/lms",
-                )
+    if state is not None and state.down and state.failing_since is not None:
+        out.append(
+            Alert(
+                "lms_down",
+                f"The LMS has been failing since {state.failing_since:%Y-%m-%d %H:%M} UTC: "
+                f"{state.last_error or 'the last runs failed'}.",
+                "Check the LMS settings and test the connection",
+                "/settings/interfaces/lms",
             )
+        )
     conflicts = int(
         session.scalar(
             select(func.count())
@@ -235,15 +240,20 @@ def overview(
         .order_by(SyncRun.started_at.desc())
         .limit(10)
     )
+    state = health(session, account_id, now, down_after)
+    held = held_runs(session, account_id)
+    active = bool(interface and interface.active)
     return Overview(
         configured=interface is not None,
-        active=bool(interface and interface.active),
+        active=active,
         connector=interface.connector if interface is not None else None,
-        health=health(session, account_id, now, down_after),
+        health=state,
         counts=state_counts(session, account_id, now),
-        held_runs=held_runs(session, account_id),
+        held_runs=held,
         last_runs=[_line(r) for r in last],
-        alerts=alerts(session, account_id, now, down_after),
+        alerts=_alerts(session, account_id, held, state if active else None)
+        if interface is not None
+        else [],
         unlinked=int(
             session.scalar(
                 select(func.count())

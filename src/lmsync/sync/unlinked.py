@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from lmsync.hr.employees import contains
 from lmsync.storage.tables import LmsLink, UnlinkedLmsUser
 from lmsync.sync.rules import RemoteUser
 
@@ -53,11 +54,10 @@ def page(
     """A page of the account's unlinked LMS users (by email), filtered by ``text``."""
     query = select(UnlinkedLmsUser).where(UnlinkedLmsUser.account_id == account_id)
     if text:
-        pattern = "%" + text.strip().replace("%", r"\%").replace("_", r"\_") + "%"
         query = query.where(
-            UnlinkedLmsUser.email.ilike(pattern, escape="\\")
-            | UnlinkedLmsUser.last_name.ilike(pattern, escape="\\")
-            | UnlinkedLmsUser.first_name.ilike(pattern, escape="\\")
+            contains(
+                text, UnlinkedLmsUser.email, UnlinkedLmsUser.last_name, UnlinkedLmsUser.first_name
+            )
         )
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(
