@@ -401,7 +401,8 @@ def evaluate(
 # --- tool 1: the CSV upload -------------------------------------------------------------------
 
 
-def csv_row(e: Employee, suspended: bool) -> list[str]:
+def person_values(e: Employee) -> list[str]:
+    """The values both tools load, in the order of their columns (username first)."""
     return [
         e["email"].lower(),
         e["email"],
@@ -414,10 +415,11 @@ def csv_row(e: Employee, suspended: bool) -> list[str]:
         e["city"],
         e["country"],
         e["language"],
-        "manual",
-        "1" if suspended else "0",
-        e["job_title"],
     ]
+
+
+def csv_row(e: Employee, suspended: bool) -> list[str]:
+    return [*person_values(e), "manual", "1" if suspended else "0", e["job_title"]]
 
 
 def write_csv(path: Path, staff: list[Employee], left: list[Employee]) -> None:
@@ -503,20 +505,7 @@ def _hr_rows(staff: list[Employee]) -> str:
 
     lines = []
     for e in staff:
-        vals = [
-            e["email"].lower(),
-            e["email"],
-            e["first_name"],
-            e["last_name"],
-            e["employee_number"],
-            e["company_name"],
-            e["job_title"],
-            e["cell_phone"],
-            e["city"],
-            e["country"],
-            e["language"],
-            e["job_title"],
-        ]
+        vals = [*person_values(e), e["job_title"]]
         lines.append("\t".join(esc(v) for v in vals))
     return "\n".join(lines) + "\n"
 
