@@ -12,6 +12,7 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 OK_MARK = "✅ pass"
 FAILED_MARK = "❌ fail"
@@ -48,6 +49,8 @@ class Panel:
     target_label: str = ""
     log: bool = False
     text: str = ""
+    # More target lines (value, label) on a bars panel, drawn after ``target``.
+    targets: list[tuple[float, str]] = field(default_factory=list)
 
 
 def machine() -> str:
@@ -141,13 +144,26 @@ def _draw(ax: Axes, panel: Panel) -> None:
     ax.set_xlabel(panel.unit)
     if panel.log:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
     for pos, value in zip(positions, panel.values, strict=True):
         text = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
         ax.text(value, pos, f" {text}", va="center", fontsize=8)
-    if panel.target is not None:
-        ax.axvline(panel.target, color="red", linewidth=1.5)
-        bottom = len(positions) - 0.55
-        ax.text(panel.target, bottom, f" {panel.target_label}", color="red", fontsize=8)
+    lines = [(panel.target, panel.target_label)] if panel.target is not None else []
+    lines += panel.targets
+    colors = ("red", "darkorange", "purple")
+    for k, (value, label) in enumerate(lines):
+        style = "-" if k == 0 else "--"
+        ax.axvline(
+            value, color=colors[k % len(colors)], linewidth=1.5, linestyle=style, label=label
+        )
+    if lines:  # in a legend under the axis: labels by the lines would cross bars and values
+        ax.legend(
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=len(lines),
+            fontsize=7,
+            frameon=False,
+        )
     ax.margins(x=0.25)
 
 

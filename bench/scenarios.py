@@ -1,21 +1,32 @@
-"""The measurements B1–B5: each function sets up what it needs, measures, and returns figures.
+"""The measurements B1–B5 and B7: each function sets up what it needs, measures, and returns
+figures.
 
-B1 compares three clients reaching the same LMS from the same starting point: lmsync's first
-activation (a process of its own), the raw limit (a bare httpx client, 16 threads, only the
-requests the end state needs) and the naive script (one filter lookup per employee, then a POST).
-B2/B3 drive ``lmsync serve`` through its API and watch the LMS; B4 is the hourly full pass with
-nothing to change; B5 is the engine alone on an in-memory LMS.
+B1 compares clients reaching the same LMS from the same starting point: lmsync's first activation
+(a process of its own) with SCIM Bulk on (the default: POST /Bulk requests of up to 100 users)
+and with Bulk off (``options.use_bulk: false``: one request per user), the raw limit (a bare
+httpx client, 16 threads, one request per user, only the requests the end state needs) and the
+naive script (one filter lookup per employee, then a POST).
+B2/B3 drive ``lmsync serve`` through its API and watch the LMS.
+B4 is the hourly pass with nothing to change: the incremental pass (the due employees and the
+LMS users modified since the previous pass, ``filter=meta.lastModified gt``) and, apart, the
+daily full sweep (every LMS user read).
+B5 is the engine alone on an in-memory LMS (activation throughput, then lmsync's own share of
+B4's incremental pass and sweep).
+B7 is the hourly pass after 1% of the employees changed (half in HR, half by hand in the LMS),
+incremental, against the full sweep after another 1% changed.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +36,8 @@ from dataset import Person, Setup
 from procs import BENCH_DIR, Lms, child_env, run_child
 from sqlalchemy import select
 
-from lmsync.lms.base import AlreadyExistsError, Connector, UserPage
+from lmsync.hr import employees as hr_employees
+from lmsync.lms.base import AlreadyExistsError, ChangedUsers, Connector, UserPage
 from lmsync.lms.fake import FakeLms
 from lmsync.lms.scim import (
     PATCH_OP,
@@ -43,6 +55,11 @@ from lmsync.sync.rules import RemoteUser, diff
 
 CONCURRENCY = 16  # SyncEngine's default
 RAW_PAGE = 1000  # scim2-server's filter.maxResults caps count at 1000
+# Before marking "the previous pass ran just now" (lms_changes_since = now - 1 s): the last LMS
+# write must be older than the mark's whole second, as the filter compares whole seconds.
+QUIET_SECONDS = 2.1
+MARK_BACK = timedelta(seconds=1)
+HAND_TITLE = "Changed by hand in the LMS"
 
 
 # -- B1 ----------------------------------------------------------------------------------------
@@ -89,7 +106,8 @@ def lmsync_env(setup: Setup) -> dict[str, str]:
 
 
 def lmsync_sync(workdir: Path, lms: Lms, setup: Setup, mode: str, timeout: float) -> SyncResult:
-    """Run ``bench/sync_child.py`` (activation or full pass) and read the LMS's statistics."""
+    """Run ``bench/sync_child.py`` (``activate``, ``pass``: the incremental hourly pass, or
+    ``sweep``: the full one) and read the LMS's statistics."""
     lms.reset_stats()
     cpu = lms.cpu_seconds()
     child = run_child(
@@ -119,9 +137,15 @@ def lmsync_sync(workdir: Path, lms: Lms, setup: Setup, mode: str, timeout: float
 
 
 def prepare_lmsync(
-    workdir: Path, lms: Lms, persons: list[Person], *, max_concurrency: int = 16
+    workdir: Path,
+    lms: Lms,
+    persons: list[Person],
+    *,
+    max_concurrency: int = 16,
+    use_bulk: bool = True,
 ) -> Setup:
-    """A migrated SQLite database with the account, employees and the interface to ``lms``."""
+    """A migrated SQLite database with the account, employees and the interface to ``lms``
+    (``use_bulk`` False: the interface option that turns SCIM Bulk off)."""
     return dataset.build(
         dataset.sqlite_url(workdir / "lmsync.sqlite3"),
         workdir / "lmsync-data",
@@ -130,9 +154,104 @@ def prepare_lmsync(
             "base_url": lms.base_url,
             "auth_type": "bearer",
             "secret": lms.token,
-            "options": {"max_concurrency": max_concurrency},
+            "options": {"max_concurrency": max_concurrency, "use_bulk": use_bulk},
         },
     )
+
+
+# -- B4 / B7 -------------------------------------------------------------------------------------
+
+
+def mark_previous_pass(setup: Setup) -> datetime:
+    """As if the previous hourly pass ran just now, after a quiet hour: once the LMS has had no
+    write for ``QUIET_SECONDS``, the interface's ``lms_changes_since`` becomes now - 1 s (after
+    the activation or a sweep it is 2 minutes before their start, which would read again every
+    user they wrote)."""
+    time.sleep(QUIET_SECONDS)
+    since = utcnow() - MARK_BACK
+    engine = make_engine(setup.database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            session.get_one(LmsInterface, setup.account_id).lms_changes_since = since
+    finally:
+        engine.dispose()
+    return since
+
+
+def hourly_pass(workdir: Path, lms: Lms, setup: Setup, timeout: float) -> SyncResult:
+    """B4: the incremental hourly pass with nothing to change (see ``mark_previous_pass``)."""
+    mark_previous_pass(setup)
+    return lmsync_sync(workdir, lms, setup, "pass", timeout)
+
+
+@dataclass
+class ChangedPass:
+    """B7: one pass (incremental or sweep) after ``hr`` employees changed in HR and ``by_hand``
+    LMS users changed in the LMS."""
+
+    sync: SyncResult
+    hr: int
+    by_hand: int
+
+    @property
+    def handled(self) -> bool:
+        """Whether the pass wrote each change (the HR ones out, the LMS ones back)."""
+        return self.sync.counts.get("update", 0) >= self.hr + self.by_hand
+
+
+def change_in_hr(setup: Setup, employee_ids: list[str], job_title: str) -> None:
+    """Update the job title of these employees as the API does (``hr.employees.update``): each
+    becomes due for the LMS."""
+    engine = make_engine(setup.database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            for employee_id in employee_ids:
+                _, changed = hr_employees.update(
+                    session, None, setup.account_id, employee_id, {"job_title": job_title}
+                )
+                if "job_title" not in changed:
+                    raise RuntimeError(f"employee {employee_id}: the job title did not change")
+    finally:
+        engine.dispose()
+
+
+def change_in_lms(lms: Lms, user_ids: list[str], title: str) -> None:
+    """Someone edits these LMS users by hand: one PATCH of their title each, through the LMS's
+    SCIM API (their meta.lastModified moves)."""
+    body = {
+        "schemas": [PATCH_OP],
+        "Operations": [{"op": "replace", "path": "title", "value": title}],
+    }
+    with lms.client(connections=8) as http, ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(
+            pool.map(
+                lambda user_id: http.patch(f"/Users/{user_id}", json=body).status_code, user_ids
+            )
+        )
+    failed = [status for status in statuses if status not in (200, 204)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} PATCHes by hand failed (first status {failed[0]})")
+
+
+def pass_after_changes(
+    workdir: Path,
+    lms: Lms,
+    setup: Setup,
+    targets: list[tuple[str, str]],
+    mode: str,
+    timeout: float,
+) -> ChangedPass:
+    """B7: change the first half of ``targets`` (employee id, LMS user id) in HR and the LMS
+    users of the other half by hand, then run the ``mode`` pass (``pass``: incremental, the
+    previous pass marked just before the changes; ``sweep``: the full sweep)."""
+    half = len(targets) // 2
+    in_hr, by_hand = targets[:half], targets[half:]
+    if mode == "pass":
+        mark_previous_pass(setup)
+    change_in_hr(setup, [employee_id for employee_id, _ in in_hr], f"Bench title ({mode})")
+    change_in_lms(lms, [user_id for _, user_id in by_hand], HAND_TITLE)
+    result = lmsync_sync(workdir, lms, setup, mode, timeout)
+    return ChangedPass(result, len(in_hr), len(by_hand))
 
 
 def _payloads(
@@ -399,7 +518,9 @@ def lookup_cost(lms: Lms) -> LookupCost:
 
 
 class IndexedFakeLms(FakeLms):
-    """FakeLms with an index of the emails taken, so that ``create`` is O(1).
+    """FakeLms with an index of the emails taken, so that ``create`` is O(1), and a time of
+    last modification per user, so that it answers "the users changed since" (a
+    ``ChangeReader``, as a SCIM LMS with ``meta.lastModified`` is) from a sorted list.
 
     FakeLms checks uniqueness by walking every user on each create (O(N²) over an activation),
     which would measure the fake rather than the engine.
@@ -409,6 +530,31 @@ class IndexedFakeLms(FakeLms):
         super().__init__()
         self._taken: set[str] = set()
         self._listing: list[RemoteUser] | None = None  # the users as listed, until a write
+        self._stamp_lock = threading.Lock()
+        self._modified_of: dict[str, datetime] = {}  # user id -> its last modification
+        # (time, user id), sorted; an entry whose pair is not in _modified_of is stale.
+        self._by_modified: list[tuple[datetime, str]] = []
+
+    def _touch(self, user_id: str) -> None:
+        with self._stamp_lock:
+            now = datetime.now(UTC)
+            self._modified_of[user_id] = now
+            bisect.insort(self._by_modified, (now, user_id))  # an append: the clock goes on
+
+    def changed_since(self, since: datetime) -> ChangedUsers:
+        """The users modified after ``since``."""
+        self._count("changed_since")
+        with self._stamp_lock:
+            start = bisect.bisect_left(self._by_modified, (since,))
+            ids = [
+                user_id
+                for modified, user_id in self._by_modified[start:]
+                if modified > since and self._modified_of.get(user_id) == modified
+            ]
+        return ChangedUsers([self._remote(user_id) for user_id in ids], datetime.now(UTC))
+
+    def server_time(self) -> datetime | None:
+        return datetime.now(UTC)
 
     def list_page(self, start_index: int, count: int) -> UserPage:
         """Pages of one listing (FakeLms copies the whole user list for every page)."""
@@ -427,10 +573,13 @@ class IndexedFakeLms(FakeLms):
     ) -> None:
         self._listing = None
         super().update(user_id, fields, changed, active)
+        self._touch(user_id)
 
     def add_user(self, email: str, *, active: bool = True, **fields: Any) -> str:
         self._taken.add(email.casefold())
-        return super().add_user(email, active=active, **fields)
+        user_id = super().add_user(email, active=active, **fields)
+        self._touch(user_id)
+        return user_id
 
     def create(self, fields: Mapping[str, Any], create_only: Mapping[str, Any]) -> RemoteUser:
         self._write("create")
@@ -442,6 +591,7 @@ class IndexedFakeLms(FakeLms):
             self._listing = None
             user_id = f"u{next(self._ids)}"
             self.users[user_id] = {**fields, **create_only, "active": True}
+        self._touch(user_id)
         return self._remote(user_id)
 
 
@@ -451,8 +601,13 @@ class EngineResult:
     employees: int
     counts: dict[str, int]
     writes: int
-    pass_seconds: float  # then a full pass with nothing to change (B4, lmsync's own share)
+    # Then lmsync's own share of B4: the incremental hourly pass with nothing to change...
+    pass_seconds: float
     pass_writes: int
+    pass_read_changes: bool  # it asked the in-memory LMS for the users changed (an incremental)
+    # ... and the daily full sweep with nothing to change.
+    sweep_seconds: float
+    sweep_writes: int
 
     @property
     def per_second(self) -> float:
@@ -491,9 +646,22 @@ def engine_alone(database_url: str, data_dir: Path, persons: list[Person]) -> En
         )
         seconds = time.perf_counter() - started
         writes = fake.writes()
+        # As on the LMS (``mark_previous_pass``): the previous pass ran just now.
+        time.sleep(1.1)
+        with transaction(sessions) as session:
+            interface = session.get_one(LmsInterface, setup.account_id)
+            interface.lms_changes_since = utcnow() - MARK_BACK
+        reads = fake.calls.get("changed_since", 0)
+        started = time.perf_counter()
+        sync.run(setup.account_id, RunOptions(trigger="hourly", incremental=True))
+        pass_seconds = time.perf_counter() - started
+        pass_writes = fake.writes() - writes
+        read_changes = fake.calls.get("changed_since", 0) > reads
+        before_sweep = fake.writes()
         started = time.perf_counter()
         sync.run(setup.account_id, RunOptions(trigger="hourly", full=True))
-        pass_seconds = time.perf_counter() - started
+        sweep_seconds = time.perf_counter() - started
+        sweep_writes = fake.writes() - before_sweep
     finally:
         engine.dispose()
     return EngineResult(
@@ -502,5 +670,8 @@ def engine_alone(database_url: str, data_dir: Path, persons: list[Person]) -> En
         dict(summary.counts),
         writes,
         pass_seconds,
-        fake.writes() - writes,
+        pass_writes,
+        read_changes,
+        sweep_seconds,
+        sweep_writes,
     )

@@ -1,9 +1,15 @@
 """One lmsync sync in a process of its own, so that the benchmark can read its peak RSS.
 
-``python bench/sync_child.py --account ID --mode activate|pass`` with ``LMSYNC_DATABASE_URL`` and
-``LMSYNC_DATA_DIR`` set. ``activate`` is the first activation as ``lmsync sync --activate`` runs it
-(the interface becomes active, then a full run matches by email and creates the rest); ``pass`` is
-the hourly full pass. Prints one JSON object: the run's duration, status and counts.
+``python bench/sync_child.py --account ID --mode activate|pass|sweep`` with
+``LMSYNC_DATABASE_URL`` and ``LMSYNC_DATA_DIR`` set:
+
+- ``activate``: the first activation as ``lmsync sync --activate`` runs it (the interface becomes
+  active, then a full run matches by email and creates the rest): B1;
+- ``pass``: the incremental hourly pass (the due employees, and the employees whose LMS user was
+  modified since the interface's ``lms_changes_since``): B4, B7;
+- ``sweep``: the daily full sweep (every LMS user read and compared): B4, B7.
+
+Prints one JSON object: the run's duration, status and counts.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from lmsync.sync.engine import RunOptions, SyncEngine
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--account", required=True)
-    parser.add_argument("--mode", choices=("activate", "pass"), required=True)
+    parser.add_argument("--mode", choices=("activate", "pass", "sweep"), required=True)
     args = parser.parse_args()
     settings = Settings()
     configure(settings.log_level, json=True)
@@ -38,6 +44,8 @@ def main() -> None:
                 interface.active = True
                 interface.activated_at = interface.activated_at or utcnow()
             options = RunOptions(trigger="activation", full=True, activating=True)
+        elif args.mode == "pass":
+            options = RunOptions(trigger="hourly", incremental=True)
         else:
             options = RunOptions(trigger="hourly", full=True)
         started = time.perf_counter()

@@ -87,13 +87,20 @@ def scim_user(
 
 @contextmanager
 def running_lms(
-    tmp_path: Path, *extra: str, name: str = "lms", portal: str | None = None
+    tmp_path: Path,
+    *extra: str,
+    name: str = "lms",
+    portal: str | None = None,
+    modified_filter: bool = True,
 ) -> Iterator[LmsProcess]:
     """``python -m lmsync.lms.embedded`` with ``extra`` arguments (e.g. ``--latency-ms 50``),
-    serving only ``portal`` if given, stopped on exit; its log is ``tmp_path/<name>.log``."""
+    serving only ``portal`` if given, refusing ``meta.lastModified`` filters without
+    ``modified_filter``, stopped on exit; its log is ``tmp_path/<name>.log``."""
     log = (tmp_path / f"{name}.log").open("w")
     if portal is not None:
         extra = (*extra, "--portal", portal)
+    if not modified_filter:
+        extra = (*extra, "--no-modified-filter")
     with subprocess.Popen(
         [sys.executable, "-m", "lmsync.lms.embedded", "--port", "0", "--token", LMS_TOKEN, *extra],
         stdout=subprocess.PIPE,

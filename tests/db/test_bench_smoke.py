@@ -1,4 +1,4 @@
-"""The benchmark suite runs end to end at a tiny size: exit 0, a PNG, a row for each of B1–B6.
+"""The benchmark suite runs end to end at a tiny size: exit 0, a PNG, a row for each of B1–B7.
 
 No timing is asserted; this only keeps ``bench/run.py`` working as the code base changes.
 """
@@ -48,5 +48,5 @@ def test_bench_runs_at_small_size(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     table = md.read_text(encoding="utf-8")
     assert table.strip() == out.decode().strip()
-    for bench in ("B1", "B2", "B3", "B4", "B5", "B6"):
+    for bench in ("B1", "B2", "B3", "B4", "B5", "B6", "B7"):
         assert f"\n| {bench} |" in table, f"no row for {bench}"

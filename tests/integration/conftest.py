@@ -10,13 +10,47 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
+from lmsync.domain.interface import InterfaceIn
+from lmsync.security import SecretBox
 from lmsync.settings import Settings
+from lmsync.storage.database import make_session_factory, transaction
+from lmsync.storage.tables import Account
+from lmsync.sync.engine import SyncEngine
+from lmsync.sync.service import SyncService
 from lmsync.web.app import create_app
 from tests.conftest import World
 from tests.lms_peer import LMS_TOKEN, LmsProcess, scim_user
 
 __all__ = ["LMS_TOKEN", "LmsProcess", "scim_user"]
+
+
+@dataclass
+class Direct:
+    """The engine and the service on the test's database, without the app (no worker): the
+    test runs each sync itself."""
+
+    sessions: sessionmaker[Session]
+    sync: SyncEngine
+    service: SyncService
+
+
+def direct(
+    engine: Engine, settings: Settings, world: World, lms: LmsProcess, **options: Any
+) -> Direct:
+    """Account A with user synchronization enabled and an interface to ``lms`` (``options``:
+    the interface's options); the caller closes ``service``."""
+    sessions = make_session_factory(engine)
+    secrets = SecretBox.from_settings(None, settings.data_dir)
+    sync = SyncEngine(sessions, secrets)
+    service = SyncService(sessions, secrets, sync)
+    body = {"base_url": lms.base_url, "secret": lms.token, "options": options}
+    with transaction(sessions) as session:
+        session.get_one(Account, world.account_a).user_sync_enabled = True
+        service.put_interface(session, world.account_a, InterfaceIn.model_validate(body))
+    return Direct(sessions, sync, service)
 
 
 @dataclass

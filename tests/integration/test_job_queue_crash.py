@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
 
 from lmsync.settings import Settings
 from lmsync.storage.database import make_engine, make_session_factory
-from lmsync.storage.tables import SyncRun
+from lmsync.storage.tables import LmsInterface, SyncRun
 from tests.conftest import _truncate_all
 from tests.integration.conftest import wait_for
 from tests.integration.test_job_queue import (
@@ -67,6 +68,8 @@ def test_a_worker_lost_mid_run_loses_nothing_and_duplicates_nothing(
 ) -> None:
     settings, engine = pg
     [account_id] = _accounts_with_active_interfaces(settings, engine, slow_lms, 1)
+    with Session(engine) as session, session.begin():  # one user per request: a long run
+        session.get_one(LmsInterface, account_id).options = {"use_bulk": False}
     paths = [tmp_path / f"worker{i}.log" for i in range(2)]
     logs = [p.open("wb") for p in paths]
     workers = [

@@ -120,7 +120,7 @@ def test_a_termination_does_not_wait_for_a_busy_worker(
     small, big = _accounts_with_active_interfaces(settings, engine, slow_lms, 2)
     sessions = hooked_sessions(settings, engine)
     with transaction(sessions) as session:  # the big account's writes one at a time: ~20 s
-        session.get_one(LmsInterface, big).options = {"max_concurrency": 1}
+        session.get_one(LmsInterface, big).options = {"max_concurrency": 1, "use_bulk": False}
     log = (tmp_path / "worker.log").open("wb")
     worker = spawn_worker(settings, log, LMSYNC_WORKER_CONCURRENCY="1")
     try:
@@ -239,7 +239,8 @@ def test_a_termination_does_not_wait_for_its_own_accounts_long_run(
     (account,) = _accounts_with_active_interfaces(settings, engine, slow_lms, 1)
     sessions = hooked_sessions(settings, engine)
     with transaction(sessions) as session:  # writes one at a time: ~12 s for 120 hires
-        session.get_one(LmsInterface, account).options = {"max_concurrency": 1}
+        options = {"max_concurrency": 1, "use_bulk": False}
+        session.get_one(LmsInterface, account).options = options
     log = (tmp_path / "worker.log").open("wb")
     worker = spawn_worker(settings, log)
     try:

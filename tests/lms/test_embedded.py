@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from lmsync.lms.embedded import LMS_EXTENSION_URN, EmbeddedLms, main
+from lmsync.lms.embedded import LMS_EXTENSION_URN, EmbeddedLms, FaultRule, main
+from tests.lms_peer import running_lms
 
 TOKEN = "t"
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -23,6 +24,8 @@ ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 
 
 @dataclass(frozen=True)
@@ -312,6 +315,10 @@ def test_deleting_faults_clears_them(scim: httpx.Client, admin: httpx.Client) ->
         {"status": 503, "count": 0},
         {"status": 503, "methods": "POST"},
         {"status": 503, "colour": "red"},
+        {"status": 503, "bulk_match": ""},
+        {"status": 503, "bulk_match": 7},
+        {"status": 503, "bulk_match": ["x"]},
+        {"status": 429, "bulk_match": "x", "retry_after": 3},
     ],
 )
 def test_invalid_faults_are_refused(
@@ -320,6 +327,201 @@ def test_invalid_faults_are_refused(
     assert admin.post("/faults", json=fault).status_code == 400
     assert admin.get("/faults").json() == {"faults": []}
     assert scim.get("/Users").status_code == 200
+
+
+def _bulk(scim: httpx.Client, operations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    response = scim.post("/Bulk", json={"schemas": [BULK], "Operations": operations})
+    assert response.status_code == 200, response.text
+    assert response.json()["schemas"] == [BULK_RESPONSE]
+    results: list[dict[str, Any]] = response.json()["Operations"]
+    return results
+
+
+def _nick(nick: str) -> dict[str, Any]:
+    return {
+        "schemas": [PATCH_OP],
+        "Operations": [{"op": "replace", "path": "nickName", "value": nick}],
+    }
+
+
+def test_bulk_faults_fail_single_operations(
+    lms: Lms, scim: httpx.Client, admin: httpx.Client
+) -> None:
+    spared = scim.post("/Users", json=_user("bulkfault.spared")).json()["id"]
+    admin.post(
+        "/faults", json={"status": 503, "bulk_match": "bulkfault.new-503"}
+    ).raise_for_status()
+    rule = {"status": 400, "bulk_match": spared, "methods": ["PATCH"]}
+    admin.post("/faults", json=rule).raise_for_status()
+    admin.post("/stats/reset").raise_for_status()
+
+    results = _bulk(
+        scim,
+        [
+            {"method": "POST", "path": "/Users", "bulkId": "ok", "data": _user("bulkfault.new")},
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": "failed",
+                "data": _user("bulkfault.new-503"),
+            },
+            # The rewritten request keeps the references between the operations left.
+            {"method": "PATCH", "path": "/Users/bulkId:ok", "data": _nick("via-bulk-id")},
+            {"method": "PATCH", "path": f"/Users/{spared}", "data": _nick("never")},
+        ],
+    )
+
+    assert [(r["method"], r["status"]) for r in results] == [
+        ("POST", "201"),
+        ("POST", "503"),
+        ("PATCH", "200"),
+        ("PATCH", "400"),
+    ]
+    assert [r.get("bulkId") for r in results] == ["ok", "failed", None, None]
+    assert results[1] == {
+        "method": "POST",
+        "bulkId": "failed",
+        "status": "503",
+        "response": {
+            "schemas": [ERROR],
+            "status": "503",
+            "detail": "Service Unavailable (fault injected by the embedded LMS)",
+        },
+    }
+    assert results[3]["location"] == f"{lms.base_url}/Users/{spared}"
+    assert results[3]["response"]["status"] == "400"
+    assert results[3]["response"]["schemas"] == [ERROR]
+
+    created = scim.get(results[0]["location"]).json()
+    assert created["userName"] == "bulkfault.new"
+    assert created["nickName"] == "via-bulk-id"
+    assert results[2]["location"] == results[0]["location"]
+    assert _count(scim, 'userName eq "bulkfault.new-503"') == 0
+    assert "nickName" not in scim.get(f"/Users/{spared}").json()
+
+    stats = admin.get("/stats").json()
+    assert stats["faulted"] == 2
+    assert stats["requests"] == {"POST": 1, "GET": 3}  # the bulk request, then the reads
+    assert stats["writes"] == 1
+    assert admin.get("/faults").json() == {"faults": []}
+
+
+def test_a_bulk_fault_runs_out_and_spares_other_requests(
+    scim: httpx.Client, admin: httpx.Client
+) -> None:
+    admin.post("/faults", json={"status": 500, "count": 2, "bulk_match": "bulkcount-"})
+    # A bulk_match rule only fails bulk operations.
+    assert scim.post("/Users", json=_user("bulkcount-single")).status_code == 201
+    assert scim.post("/Users/.search", json={"schemas": [SEARCH]}).status_code == 200
+    assert admin.get("/faults").json()["faults"][0]["count"] == 2
+
+    results = _bulk(
+        scim,
+        [
+            {"method": "POST", "path": "/Users", "bulkId": f"b{n}", "data": _user(f"bulkcount-{n}")}
+            for n in range(1, 4)
+        ],
+    )
+    assert [r["status"] for r in results] == ["500", "500", "201"]
+    assert admin.get("/faults").json() == {"faults": []}
+    last = {"method": "POST", "path": "/Users", "bulkId": "b4", "data": _user("bulkcount-4")}
+    results = _bulk(scim, [last])
+    assert [r["status"] for r in results] == ["201"]
+    counts = [_count(scim, f'userName eq "bulkcount-{n}"') for n in range(1, 5)]
+    assert counts == [0, 0, 1, 1]
+    assert admin.get("/stats").json()["faulted"] == 2
+
+
+def test_a_bulk_whose_every_operation_fails_does_not_reach_the_scim_app(
+    lms: Lms, scim: httpx.Client, admin: httpx.Client
+) -> None:
+    # Rules are tried in order; this one only fails PUT operations.
+    admin.post("/faults", json={"status": 502, "bulk_match": "bulkall-", "methods": ["PUT"]})
+    admin.post("/faults", json={"status": 503, "count": 5, "bulk_match": "bulkall-"})
+    results = _bulk(
+        scim,
+        [
+            {"method": "POST", "path": "/Users", "bulkId": "a", "data": _user("bulkall-a")},
+            {"method": "DELETE", "path": "/Users/bulkall-missing"},  # else a 404
+        ],
+    )
+    assert [(r["method"], r["status"]) for r in results] == [("POST", "503"), ("DELETE", "503")]
+    assert results[1]["location"] == f"{lms.base_url}/Users/bulkall-missing"
+    assert _count(scim, 'userName eq "bulkall-a"') == 0
+    faults = admin.get("/faults").json()["faults"]
+    assert [(f["status"], f["count"]) for f in faults] == [(502, 1), (503, 3)]
+    stats = admin.get("/stats").json()
+    assert stats["faulted"] == 2
+    assert stats["writes"] == 1
+
+
+def test_fault_rule_json_with_bulk_match() -> None:
+    rule = FaultRule.from_json({"status": 503, "bulk_match": "x", "methods": ["patch"]})
+    assert rule.to_json() == {
+        "status": 503,
+        "count": 1,
+        "retry_after": None,
+        "methods": ["PATCH"],
+        "bulk_match": "x",
+    }
+    assert not rule.matches("PATCH")
+    assert rule.matches_operation("PATCH", "/Users/x1")
+    assert not rule.matches_operation("POST", "x")
+    assert FaultRule.from_json({"status": 503}).bulk_match is None
+
+
+# -- without the meta.lastModified filter --------------------------------------------------------
+
+SINCE = 'meta.lastModified gt "2020-01-01T00:00:00Z"'
+
+
+def test_the_modified_filter_is_served_by_default(scim: httpx.Client) -> None:
+    scim.post("/Users", json=_user("modified.default")).raise_for_status()
+    assert _count(scim, SINCE) >= 1
+
+
+def test_without_the_modified_filter_its_searches_answer_400() -> None:
+    with (
+        EmbeddedLms(modified_filter=False) as lms,
+        httpx.Client(base_url=lms.base_url, timeout=10) as client,
+    ):
+        user_id = client.post("/Users", json=_user("nomodified")).json()["id"]
+        root = lms.base_url.removesuffix("/v2")
+        refused = [
+            client.get("/Users", params={"filter": SINCE}),
+            client.get("/Users", params={"filter": 'userName eq "x" or META.LASTMODIFIED pr'}),
+            client.post("/Users/.search", json={"schemas": [SEARCH], "filter": SINCE}),
+            # Without the optional /v2 prefix, with a trailing slash.
+            client.post(f"{root}/Users/.search/", json={"schemas": [SEARCH], "filter": SINCE}),
+        ]
+        for response in refused:
+            assert response.status_code == 400, response.text
+            assert response.headers["Content-Type"] == "application/scim+json"
+            body = response.json()
+            assert body.keys() == {"schemas", "status", "scimType", "detail"}
+            assert (body["schemas"], body["status"], body["scimType"]) == (
+                [ERROR],
+                "400",
+                "invalidFilter",
+            )
+            assert "meta.lastModified" in body["detail"]
+
+        assert _count(client, 'userName eq "nomodified"') == 1
+        search = {"schemas": [SEARCH], "filter": 'userName eq "nomodified"'}
+        assert client.post("/Users/.search", json=search).json()["totalResults"] == 1
+        assert client.get("/Users").json()["totalResults"] == 1
+        assert client.get(f"/Users/{user_id}").status_code == 200
+        stats = httpx.get(f"{lms.admin_url}/stats", timeout=10).json()
+        assert stats["requests"] == {"POST": 4, "GET": 5}
+
+
+def test_no_modified_filter_option(tmp_path: Path) -> None:
+    """``--no-modified-filter``, as tests/lms_peer.py starts it."""
+    with running_lms(tmp_path, modified_filter=False) as process, process._http() as client:
+        refused = client.get("/Users", params={"filter": SINCE})
+        assert refused.status_code == 400
+        assert refused.json()["scimType"] == "invalidFilter"
+        assert client.get("/Users", params={"filter": 'userName eq "x"'}).status_code == 200
 
 
 # -- /_admin/users --------------------------------------------------------------------------------

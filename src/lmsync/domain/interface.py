@@ -101,6 +101,11 @@ class ScimOptionsIn(BaseModel):
         "expiration_date, notifications_enabled, access_mode (defaults: camelCase).",
     )
     use_patch: bool = Field(default=True, description="false: update with PUT (no PATCH).")
+    use_bulk: bool = Field(
+        default=True,
+        description="Send creations, updates and deactivations in SCIM Bulk requests when the "
+        "server supports them (its ServiceProviderConfig says so); false: one request per user.",
+    )
     max_concurrency: int = Field(
         default=16,
         ge=1,
@@ -263,7 +268,8 @@ class MoodleOptionsIn(BaseModel):
 class InterfaceIn(BaseModel):
     """``PUT /lms/interface``. ``secret`` is write-only: omit it to keep the stored one, except
     when the URL, the authentication type, the user name (basic) or the API key header changes:
-    then it must be sent again. The ``guard_*`` fields, when omitted, keep their stored values."""
+    then it must be sent again. The ``guard_*`` fields and ``sweep_hour``, when omitted, keep
+    their stored values."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -321,6 +327,14 @@ class InterfaceIn(BaseModel):
         le=1440,
         description="Deactivation guard: the sliding window, in minutes, over which "
         "deactivations are counted.",
+    )
+    sweep_hour: int = Field(
+        default=3,
+        ge=0,
+        le=23,
+        description="The hour, in the account's time zone, of the daily full sweep that reads "
+        "every LMS user (users deleted in the LMS, LMS without the meta.lastModified filter). "
+        "The hourly passes read only what changed. Omitted: the stored value is kept.",
     )
 
     _plain = field_validator("username")(_no_control)

@@ -23,7 +23,7 @@ from lmsync.sync.engine import (
     has_ready_work,
     next_due,
 )
-from lmsync.sync.worker import automatic_interfaces, next_full_pass
+from lmsync.sync.worker import automatic_interfaces, hourly_options, next_full_pass
 
 log = structlog.get_logger("lmsync.jobs")
 
@@ -87,14 +87,17 @@ class JobRunner:
         self._schedule_next(account_id)
 
     def full_pass(self, account_id: str) -> None:
+        """The account's hourly pass (incremental, or the daily full sweep)."""
         now = self.engine.clock()
         with self.sessions() as session:
-            interface = self._automatic(session, account_id)
-            due = interface is not None and now >= next_full_pass(
-                interface.last_full_pass_at, interface.minute_of_hour, interface.activated_at
+            row = session.execute(
+                automatic_interfaces().where(LmsInterface.account_id == account_id)
+            ).first()
+            due = row is not None and now >= next_full_pass(
+                row.last_full_pass_at, row.minute_of_hour, row.activated_at
             )
         if due:  # a second pass job (two ticks, two workers) finds the pass done: nothing
-            self._run(account_id, RunOptions(trigger="hourly", full=True))
+            self._run(account_id, hourly_options(row, now))
             self._schedule_next(account_id)
 
     def run_queued(self, account_id: str, run_id: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from lmsync.sync.rules import RemoteUser
@@ -54,6 +55,11 @@ class ConflictError(RejectedError):
     the login lmsync would give is held by another LMS user). Recorded as a conflict."""
 
 
+class FilterUnsupportedError(RejectedError):
+    """The LMS cannot answer "the users changed since": it does not filter on their time of last
+    modification."""
+
+
 class MisconfiguredError(LmsError):
     """Wrong URL, credentials or schema: nothing will work until the configuration is fixed."""
 
@@ -71,6 +77,9 @@ class Finding:
 @dataclass
 class ConnectionReport:
     findings: list[Finding] = field(default_factory=list)
+    # Whether the LMS answers "the users changed since" (None: not checked); remembered by the
+    # interface for the incremental hourly pass.
+    modified_filter: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -147,4 +156,41 @@ class BatchConnector(Connector, Protocol):
 
     def update_many(self, items: Sequence[UpdateRequest]) -> list[LmsError | None]:
         """``update`` for each item: None when done, or why not."""
+        ...
+
+
+@runtime_checkable
+class MixedBatchConnector(BatchConnector, Protocol):
+    """A batch connector whose requests may mix creations and updates (SCIM Bulk)."""
+
+    def write_many(
+        self,
+        creates: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+        updates: Sequence[UpdateRequest],
+    ) -> tuple[list[RemoteUser | LmsError], list[LmsError | None]]:
+        """``create_many(creates)`` and ``update_many(updates)`` in the same requests."""
+        ...
+
+
+@dataclass(frozen=True)
+class ChangedUsers:
+    """The LMS users modified after a time, and the LMS's own clock when it answered (None when
+    it did not say): the next read starts from there."""
+
+    users: list[RemoteUser]
+    server_time: datetime | None
+
+
+@runtime_checkable
+class ChangeReader(Protocol):
+    """A connector that can read only the users changed since a time (SCIM's
+    ``filter=meta.lastModified gt``), for the incremental hourly pass."""
+
+    def changed_since(self, since: datetime) -> ChangedUsers:
+        """Every user modified after ``since`` (the LMS's clock). Raises
+        ``FilterUnsupportedError`` when the LMS refuses the question."""
+        ...
+
+    def server_time(self) -> datetime | None:
+        """The LMS's clock at its first answer to this connector (its ``Date``), if it said."""
         ...

@@ -8,11 +8,15 @@ the discovery endpoints. A small ASGI middleware adds what a test of an LMS conn
 * ``GET /_admin/stats`` and ``POST /_admin/stats/reset``: the SCIM requests served, per method, and
   the write requests among them;
 * ``GET``/``POST``/``DELETE /_admin/faults``: the next ``count`` matching SCIM requests answer an
-  injected error (429, 500, 503...) without reaching the SCIM application;
+  injected error (429, 500, 503...) without reaching the SCIM application; a rule with a
+  ``bulk_match`` fails single operations of ``POST /Bulk`` requests instead (see
+  :class:`FaultRule`);
 * ``POST /_admin/users``: load a JSON list of SCIM users at once (seeding), outside the stats;
 * with a ``portal`` (opt-in), a multi-portal LMS: every SCIM request must name that portal, in
   the ``X-Portal-Id`` header or as the path segment after ``/v2`` (``/v2/<portal>/Users``,
-  percent-encoded); any other request answers 404 (counted as ``wrong_portal``).
+  percent-encoded); any other request answers 404 (counted as ``wrong_portal``);
+* without ``modified_filter`` (opt-out), an LMS that cannot filter on ``meta.lastModified``: a
+  search of ``/Users`` whose filter names it answers 400 ``invalidFilter``.
 
 The ``/_admin`` endpoints need no token: the server only listens on the loopback interface.
 Run it with ``python -m lmsync.lms.embedded --port P [--token T]``, or in a thread of the current
@@ -70,12 +74,14 @@ __all__ = [
 
 LMS_EXTENSION_URN = "urn:ietf:params:scim:schemas:extension:lms:2.0:User"
 SCIM_ERROR_URN = "urn:ietf:params:scim:api:messages:2.0:Error"
+BULK_RESPONSE_URN = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 SCIM_MEDIA_TYPE = "application/scim+json"
 HOST = "127.0.0.1"
 ADMIN_PREFIX = "/_admin"
 PORTAL_HEADER = "X-Portal-Id"
 
 _MAX_ADMIN_BODY = 64 * 1024 * 1024
+_USER_SEARCHES = {("GET", "/Users"), ("POST", "/Users/.search")}
 _WWW_AUTHENTICATE = 'Bearer realm="SCIM"'
 
 # The ASGI types, as scim2-server's ASGIApplication declares them.
@@ -137,14 +143,17 @@ def build_app(
     email_index: bool = True,
     latency: float = 0.0,
     portal: str | None = None,
+    modified_filter: bool = True,
 ) -> "LmsMiddleware":
     """The ASGI application of the embedded LMS: scim2-server in memory, behind the middleware.
 
     With a ``token``, every SCIM request but ``GET /ServiceProviderConfig`` must carry
-    ``Authorization: Bearer <token>``. ``email_index``: answer ``emails.value eq`` searches from
-    an index, as a real LMS would (see ``email_index.py``); False serves scim2-server's stock
-    search, which walks every user. With a ``portal``, every SCIM request must name it (see the
-    module's documentation).
+    ``Authorization: Bearer <token>``. ``email_index``: answer ``emails.value eq`` and
+    ``meta.lastModified gt|ge`` searches from indexes, as a real LMS would (see
+    ``email_index.py``); False serves scim2-server's stock search, which walks every user. With a
+    ``portal``, every SCIM request must name it (see the module's documentation).
+    ``modified_filter=False``: refuse any ``/Users`` search filtering on ``meta.lastModified``
+    (400 ``invalidFilter``), as an LMS without that filter does.
     """
     if token == "":
         raise ValueError("the bearer token must not be empty (pass None to disable it)")
@@ -152,20 +161,40 @@ def build_app(
         raise ValueError("the portal must not be empty (pass None to disable it)")
     storage = AsyncInMemoryStorage(EmailIndexedStorage() if email_index else InMemoryStorage())
     scim = ASGIApplication(storage, build_provider(bearer=token is not None))
-    return LmsMiddleware(scim, token, latency, portal=portal)
+    return LmsMiddleware(scim, token, latency, portal=portal, modified_filter=modified_filter)
 
 
 @dataclass
 class FaultRule:
-    """The next ``remaining`` SCIM requests whose method is in ``methods`` answer ``status``."""
+    """The next ``remaining`` SCIM requests whose method is in ``methods`` answer ``status``.
+
+    With a ``bulk_match``, the rule matches no request but the next ``remaining`` operations of
+    ``POST /Bulk`` requests whose method is in ``methods`` and whose ``data.userName`` (POST) or
+    ``path`` (PUT, PATCH, DELETE) contains ``bulk_match``: each is taken out of the request and
+    answers ``status`` in the bulk response.
+    """
 
     status: int
     remaining: int
     retry_after: int | str | None = None
     methods: frozenset[str] | None = None  # None: every method
+    bulk_match: str | None = None
 
     def matches(self, method: str) -> bool:
-        return self.remaining > 0 and (self.methods is None or method in self.methods)
+        return (
+            self.remaining > 0
+            and self.bulk_match is None
+            and (self.methods is None or method in self.methods)
+        )
+
+    def matches_operation(self, method: str, target: str) -> bool:
+        """Whether the rule fails a bulk operation of ``method`` on ``target`` (see above)."""
+        return (
+            self.remaining > 0
+            and self.bulk_match is not None
+            and self.bulk_match in target
+            and (self.methods is None or method in self.methods)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -173,18 +202,20 @@ class FaultRule:
             "count": self.remaining,
             "retry_after": self.retry_after,
             "methods": None if self.methods is None else sorted(self.methods),
+            "bulk_match": self.bulk_match,
         }
 
     @classmethod
     def from_json(cls, data: object) -> "FaultRule":
         """Read ``{"status": 503, "count": 2, "retry_after": null, "methods": ["POST"]}``.
 
-        ``count`` defaults to 1, ``retry_after`` (seconds, or an HTTP date) and ``methods`` to
-        none. Raises :class:`ValueError` on anything else.
+        ``count`` defaults to 1, ``retry_after`` (seconds, or an HTTP date), ``methods`` and
+        ``bulk_match`` (a non-empty string; no ``retry_after`` then) to none. Raises
+        :class:`ValueError` on anything else.
         """
         if not isinstance(data, dict):
             raise ValueError("a JSON object is expected")
-        unknown = set(data) - {"status", "count", "retry_after", "methods"}
+        unknown = set(data) - {"status", "count", "retry_after", "methods", "bulk_match"}
         if unknown:
             raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
         status = data.get("status")
@@ -207,11 +238,18 @@ class FaultRule:
             or not all(isinstance(m, str) and m for m in methods)
         ):
             raise ValueError("'methods' must be null or a non-empty list of HTTP methods")
+        bulk_match = data.get("bulk_match")
+        if bulk_match is not None and not (isinstance(bulk_match, str) and bulk_match):
+            raise ValueError("'bulk_match' must be null or a non-empty string")
+        if bulk_match is not None and retry_after is not None:
+            # A bulk operation's result has no headers to carry it.
+            raise ValueError("'retry_after' cannot apply to a bulk operation ('bulk_match')")
         return cls(
             status=status,
             remaining=count,
             retry_after=retry_after,
             methods=None if methods is None else frozenset(m.upper() for m in methods),
+            bulk_match=bulk_match,
         )
 
 
@@ -219,8 +257,20 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _scim_error(status: int, detail: str) -> dict[str, Any]:
-    return {"schemas": [SCIM_ERROR_URN], "status": str(status), "detail": detail}
+def _scim_error(status: int, detail: str, scim_type: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"schemas": [SCIM_ERROR_URN], "status": str(status)}
+    if scim_type is not None:
+        error["scimType"] = scim_type
+    error["detail"] = detail
+    return error
+
+
+def _fault_detail(status: int) -> str:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return f"{phrase} (fault injected by the embedded LMS)"
 
 
 def _is_admin(path: str) -> bool:
@@ -252,6 +302,104 @@ def _is_write(method: str, path: str) -> bool:
     if method == "POST":
         return not _scim_path(path).endswith("/.search")
     return method in {"PUT", "PATCH", "DELETE"}
+
+
+def _field(obj: dict[str, Any], name: str) -> str | None:
+    """The key of ``obj`` naming the attribute ``name`` (SCIM names ignore letter case)."""
+    lowered = name.lower()
+    return next((key for key in obj if isinstance(key, str) and key.lower() == lowered), None)
+
+
+def _get(obj: object, name: str) -> Any:
+    if not isinstance(obj, dict):
+        return None
+    key = _field(obj, name)
+    return None if key is None else obj[key]
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _filters_on_modified(scope: Scope, body: bytes | None) -> bool:
+    """Whether a search (query string, or the ``.search`` ``body``) filters on lastModified."""
+    if body is None:
+        query = urllib.parse.parse_qsl(scope["query_string"].decode(), keep_blank_values=True)
+        filters = [value for name, value in query if name == "filter"]
+    else:
+        filters = [_get(_json_object(body), "filter")]
+    return any(isinstance(f, str) and "meta.lastmodified" in f.lower() for f in filters)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` giving ``body`` at once, then what ``receive`` gives (the disconnect)."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _with_content_length(headers: Headers, length: int) -> Headers:
+    """``headers`` with their Content-Length, if any, set to ``length``."""
+    return [
+        (name, str(length).encode() if bytes(name).lower() == b"content-length" else value)
+        for name, value in headers
+    ]
+
+
+def _merge_bulk_results(
+    kept: list[Any], outcomes: list[Any], injected: dict[int, dict[str, Any]]
+) -> list[Any]:
+    """The results of a bulk request in its order: ``injected`` ones at their positions, the
+    ``outcomes`` of the ``kept`` operations (those that ran, in order) at theirs."""
+    complete = len(outcomes) == len(kept)  # else failOnErrors stopped it: match them up
+    merged: list[Any] = []
+    remaining = iter(kept)
+    position = 0
+    for index in range(len(kept) + len(injected)):
+        if index in injected:
+            merged.append(injected[index])
+            continue
+        operation = next(remaining)
+        if position < len(outcomes) and (
+            complete or _same_operation(operation, outcomes[position])
+        ):
+            merged.append(outcomes[position])
+            position += 1
+    return merged + outcomes[position:]
+
+
+def _same_operation(operation: object, outcome: object) -> bool:
+    method, bulk_id = _get(operation, "method"), _get(operation, "bulkId")
+    return (
+        isinstance(method, str)
+        and str(_get(outcome, "method")).upper() == method.upper()
+        and _get(outcome, "bulkId") == bulk_id
+    )
+
+
+class _CapturedResponse:
+    """An ASGI ``send`` that keeps the response instead of sending it."""
+
+    def __init__(self) -> None:
+        self.start: Message = {}
+        self.chunks: list[bytes] = []
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.start = message
+        elif message["type"] == "http.response.body":
+            self.chunks.append(message.get("body", b""))
 
 
 async def _read_body(receive: Receive, limit: int | None = None) -> bytes:
@@ -310,16 +458,18 @@ class LmsMiddleware:
         latency: float = 0.0,
         *,
         portal: str | None = None,
+        modified_filter: bool = True,
     ) -> None:
         self.scim = scim
         self._token = None if token is None else token.encode()
         self.portal = portal  # None: one portal, nothing to name
+        self.modified_filter = modified_filter  # False: meta.lastModified filters answer 400
         # Added before every SCIM answer, without holding the event loop: an LMS across a
         # network (the benchmarks' "LMS 30 ms away").
         self.latency = latency
         self.requests: Counter[str] = Counter()  # SCIM requests served, per method
         self.writes = 0  # the write requests among them, whatever their answer
-        self.faulted = 0  # SCIM requests answered by an injected fault
+        self.faulted = 0  # SCIM requests, and bulk operations, answered by an injected fault
         self.unauthorized = 0  # SCIM requests refused for a missing or wrong token
         self.wrong_portal = 0  # SCIM requests refused for naming another portal or none
         self.faults: list[FaultRule] = []
@@ -391,7 +541,104 @@ class LmsMiddleware:
         self.requests[method] += 1
         if _is_write(method, path):
             self.writes += 1
+        route = _scim_path(path)
+        if not self.modified_filter and (method, route) in _USER_SEARCHES:
+            body = await _read_body(receive) if method == "POST" else None
+            if body is not None:
+                receive = _replay(body, receive)
+            if _filters_on_modified(scope, body):
+                await _send_json(
+                    send,
+                    HTTPStatus.BAD_REQUEST,
+                    _scim_error(
+                        400,
+                        "This LMS does not support filtering on meta.lastModified",
+                        "invalidFilter",
+                    ),
+                    content_type=SCIM_MEDIA_TYPE,
+                )
+                return
+        if method == "POST" and route == "/Bulk" and any(r.bulk_match for r in self.faults):
+            await self._bulk(scope, receive, send)
+            return
         await self.scim(scope, receive, send)
+
+    async def _bulk(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve ``POST /Bulk``, taking out the operations that a ``bulk_match`` rule fails."""
+        body = await _read_body(receive)
+        request = _json_object(body)
+        key = None if request is None else _field(request, "Operations")
+        if request is None or key is None or not isinstance(request[key], list):
+            await self.scim(scope, _replay(body, receive), send)  # scim2-server says what's wrong
+            return
+        injected: dict[int, dict[str, Any]] = {}
+        kept: list[Any] = []
+        base_url = ASGIApplication.get_base_url(scope)
+        for index, operation in enumerate(request[key]):
+            result = self._bulk_fault(operation, base_url)
+            if result is None:
+                kept.append(operation)
+            else:
+                injected[index] = result
+        if not injected:
+            await self.scim(scope, _replay(body, receive), send)
+            return
+        self.faults = [rule for rule in self.faults if rule.remaining > 0]
+        if not kept:
+            results = [injected[index] for index in sorted(injected)]
+            await _send_json(
+                send,
+                HTTPStatus.OK,
+                {"schemas": [BULK_RESPONSE_URN], "Operations": results},
+                content_type=SCIM_MEDIA_TYPE,
+            )
+            return
+
+        rewritten = json.dumps({**request, key: kept}).encode()
+        scope = {**scope, "headers": _with_content_length(scope["headers"], len(rewritten))}
+        captured = _CapturedResponse()
+        await self.scim(scope, _replay(rewritten, receive), captured.send)
+        start, payload = captured.start, b"".join(captured.chunks)
+        response = _json_object(payload) if start.get("status") == HTTPStatus.OK else None
+        outcomes_key = None if response is None else _field(response, "Operations")
+        if response is not None and outcomes_key is not None:
+            outcomes = response[outcomes_key]
+            if isinstance(outcomes, list):
+                response[outcomes_key] = _merge_bulk_results(kept, outcomes, injected)
+                payload = json.dumps(response).encode()
+        headers = [
+            (name, value)
+            for name, value in start.get("headers", [])
+            if bytes(name).lower() != b"content-length"
+        ]
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    def _bulk_fault(self, operation: object, base_url: str) -> dict[str, Any] | None:
+        """The injected result of a bulk operation that a rule fails, or None."""
+        method = _get(operation, "method")
+        if not isinstance(method, str):
+            return None
+        method = method.upper()
+        path = _get(operation, "path")
+        target = _get(_get(operation, "data"), "userName") if method == "POST" else path
+        if not isinstance(target, str):
+            return None
+        rule = next((r for r in self.faults if r.matches_operation(method, target)), None)
+        if rule is None:
+            return None
+        rule.remaining -= 1
+        self.faulted += 1
+        result: dict[str, Any] = {"method": method}
+        bulk_id = _get(operation, "bulkId")
+        if bulk_id is not None:
+            result["bulkId"] = bulk_id
+        if method != "POST":  # as scim2-server: every result but a failed POST has a location
+            result["location"] = f"{base_url.rstrip('/')}/{str(path).lstrip('/')}"
+        result["status"] = str(rule.status)
+        result["response"] = _scim_error(rule.status, _fault_detail(rule.status))
+        return result
 
     def _authorized(self, scope: Scope, method: str, path: str) -> bool:
         if self._token is None:
@@ -408,17 +655,13 @@ class LmsMiddleware:
 
     @staticmethod
     async def _send_fault(send: Send, fault: FaultRule) -> None:
-        try:
-            phrase = HTTPStatus(fault.status).phrase
-        except ValueError:
-            phrase = "Error"
         headers: Headers = []
         if fault.retry_after is not None:
             headers.append((b"retry-after", str(fault.retry_after).encode()))
         await _send_json(
             send,
             fault.status,
-            _scim_error(fault.status, f"{phrase} (fault injected by the embedded LMS)"),
+            _scim_error(fault.status, _fault_detail(fault.status)),
             content_type=SCIM_MEDIA_TYPE,
             headers=headers,
         )
@@ -583,12 +826,14 @@ class EmbeddedLms:
         email_index: bool = True,
         latency: float = 0.0,
         portal: str | None = None,
+        modified_filter: bool = True,
     ) -> None:
         self.requested_port = port
         self.token = token
         self.email_index = email_index
         self.latency = latency
         self.portal = portal
+        self.modified_filter = modified_filter
         self.app: LmsMiddleware | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -620,7 +865,11 @@ class EmbeddedLms:
         if self._thread is not None:
             raise RuntimeError("the embedded LMS is already started")
         app = build_app(
-            self.token, email_index=self.email_index, latency=self.latency, portal=self.portal
+            self.token,
+            email_index=self.email_index,
+            latency=self.latency,
+            portal=self.portal,
+            modified_filter=self.modified_filter,
         )
         sock = _listen(self.requested_port)
         port = int(sock.getsockname()[1])
@@ -687,8 +936,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--stock-search",
         action="store_true",
-        help="serve scim2-server's own search, which walks every user for an email lookup "
-        "(default: an index of the users' emails, as a real LMS has)",
+        help="serve scim2-server's own search, which walks every user for an email or a "
+        "lastModified lookup (default: indexes of both, as a real LMS has)",
     )
     parser.add_argument(
         "--latency-ms",
@@ -701,6 +950,12 @@ def main(argv: list[str] | None = None) -> None:
         "--portal",
         help=f"serve one portal of a multi-portal LMS: every SCIM request must name it, in the "
         f"{PORTAL_HEADER} header or as the path segment after /v2 (default: none)",
+    )
+    parser.add_argument(
+        "--no-modified-filter",
+        action="store_true",
+        help="answer 400 invalidFilter to any /Users search filtering on meta.lastModified, as "
+        "an LMS without that filter does (default: the filter is served)",
     )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -728,6 +983,7 @@ def main(argv: list[str] | None = None) -> None:
         email_index=not args.stock_search,
         latency=args.latency_ms / 1000,
         portal=args.portal,
+        modified_filter=not args.no_modified_filter,
     )
     server = _Server(_config(app, port), on_ready=announce)
     try:

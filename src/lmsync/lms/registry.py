@@ -53,6 +53,7 @@ def scim_settings(interface: LmsInterface, secret: str | None) -> ScimSettings:
             **(options.get("extension_attributes") or {}),
         },
         use_patch=bool(options.get("use_patch", True)),
+        use_bulk=bool(options.get("use_bulk", True)),
         portal_id=(interface.portal_id or "").strip() or None,
         portal_id_in=options.get("portal_id_in") or "header",
         portal_id_header=options.get("portal_id_header") or ScimSettings.portal_id_header,

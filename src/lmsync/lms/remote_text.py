@@ -150,6 +150,20 @@ class RemoteText:
         except TypeError:  # a subclass with another signature
             return httpx.TransportError(message)
 
+    def operation(self, status: int, document: object) -> str:
+        """One operation's failure inside a bulk answer (RFC 7644 §3.7.3): its status, plus the
+        SCIM error's detail when ``document`` is one (never anything else of it)."""
+        text = f"HTTP status {status}"
+        found = self._document(document)
+        if found is None:
+            return text
+        detail, scim_type = found
+        if detail:
+            text += f": {detail}"
+        if scim_type:
+            text += f" (scimType {scim_type})"
+        return text
+
     def _scim_error(self, response: httpx.Response) -> tuple[str, str] | None:
         """(detail, scimType) of an RFC 7644 §3.12 error document, both made safe; None when the
         answer is not one."""
@@ -159,6 +173,9 @@ class RemoteText:
             body = json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
             return None
+        return self._document(body)
+
+    def _document(self, body: object) -> tuple[str, str] | None:
         if not isinstance(body, dict):
             return None
         schemas = body.get("schemas")

@@ -12,10 +12,12 @@ set, goes with every request: in a header, or as a path segment of the root URL
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Collection, Mapping
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -23,18 +25,23 @@ from pydantic import ValidationError
 from scim2_models import ServiceProviderConfig
 
 from lmsync.domain.interface import DEFAULT_PORTAL_HEADER, portal_header_problem
+from lmsync.lms import scim_bulk
 from lmsync.lms.base import (
     AlreadyExistsError,
+    ChangedUsers,
     ConnectionReport,
     DryRunWriteError,
+    FilterUnsupportedError,
     LmsError,
     MisconfiguredError,
     NotFoundError,
     RejectedError,
     TransientError,
+    UpdateRequest,
     UserPage,
 )
 from lmsync.lms.remote_text import RemoteText
+from lmsync.lms.scim_bulk import BulkLimits, Operation, OperationResult
 from lmsync.sync.rules import RemoteUser
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -48,6 +55,7 @@ DEFAULT_EXTENSION_ATTRIBUTES: dict[str, str] = {
     "access_mode": "accessMode",
 }
 SCIM_JSON = "application/scim+json"
+T = TypeVar("T")
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -66,6 +74,7 @@ class ScimSettings:
         default_factory=lambda: dict(DEFAULT_EXTENSION_ATTRIBUTES)
     )
     use_patch: bool = True  # False: PUT the whole user (servers without PATCH)
+    use_bulk: bool = True  # False: never /Bulk, even when the server supports it
     timeout: float = 15.0
     page_size: int = 500
     # The portal (tenant) of an LMS serving several behind one URL, sent with every request:
@@ -122,6 +131,25 @@ def _portal_header_value(settings: ScimSettings) -> str:
     return value
 
 
+def _shifted(call: Callable[[int], T], offset: int, index: int) -> T:
+    return call(offset + index)
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def scim_datetime(when: datetime) -> str:
+    """An RFC 7643 dateTime in UTC, as a filter compares it (``2026-12-02T14:00:00Z``)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
@@ -176,6 +204,10 @@ class ScimConnector:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
         self.requests = 0
+        self._first_date: datetime | None = None
+        self._bulk_lock = threading.Lock()
+        self._bulk_read = False
+        self._bulk_limits: BulkLimits | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -198,6 +230,8 @@ class ScimConnector:
         except httpx.RequestError as exc:
             message = self._text.clean(f"{method} {path}: {self._text.transport(exc)}")
             raise TransientError(message) from self._text.cause(exc)
+        if self._first_date is None:
+            self._first_date = _http_date(response.headers.get("Date"))
         status = response.status_code
         if status in ok:
             return response
@@ -292,6 +326,32 @@ class ScimConnector:
     def get(self, user_id: str) -> RemoteUser:
         return self.from_resource(self._json(self._request("GET", f"/Users/{user_id}")))
 
+    def changed_since(self, since: datetime) -> ChangedUsers:
+        """Every user modified after ``since``, paged (RFC 7644 §3.4.2.2 on ``meta``)."""
+        filter_ = f'meta.lastModified gt "{scim_datetime(since)}"'
+        users: dict[str, RemoteUser] = {}
+        start = 1
+        while True:
+            params = {"filter": filter_, "startIndex": start, "count": self.settings.page_size}
+            try:
+                body = self._json(self._request("GET", "/Users", params=params))
+            except (RejectedError, NotFoundError) as exc:
+                # 400 invalidFilter (or a server that answers 404/501 for it): no such filter.
+                raise FilterUnsupportedError(
+                    self._text.clean(f"the LMS does not filter on meta.lastModified: {exc}")
+                ) from None
+            resources = _resources(body)
+            new = [self.from_resource(r) for r in resources]
+            fresh = [u for u in new if u.id not in users]
+            users.update((u.id, u) for u in new)
+            start += len(resources)
+            total = body.get("totalResults")
+            if not resources or not fresh or not isinstance(total, int) or start > total:
+                return ChangedUsers(list(users.values()), self._first_date)
+
+    def server_time(self) -> datetime | None:
+        return self._first_date
+
     # -- writing ---------------------------------------------------------------------------------
     def create(self, fields: Mapping[str, Any], create_only: Mapping[str, Any]) -> RemoteUser:
         resource = user_resource(self.settings, fields, create_only)
@@ -316,6 +376,170 @@ class ScimConnector:
         merged = merge_for_put(self.settings, current, fields, changed, active)
         self._request("PUT", f"/Users/{user_id}", json=merged, ok=(200, 204))
 
+    # -- writing in bulk (RFC 7644 §3.7) ----------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """Users written per request: the server's bulk limit, or 1 without Bulk."""
+        bulk = self._bulk()
+        return bulk.max_operations if bulk is not None else 1
+
+    def _bulk(self) -> BulkLimits | None:
+        """The server's bulk limits, read once per connector (one request per run); None when
+        Bulk is off, unsupported, or the configuration cannot be read."""
+        if not self.settings.use_bulk:
+            return None
+        with self._bulk_lock:
+            if not self._bulk_read:
+                try:
+                    config = self._json(self._request("GET", "/ServiceProviderConfig"))
+                except MisconfiguredError:
+                    raise
+                except LmsError:
+                    config = {}
+                self._bulk_limits = scim_bulk.limits(config)
+                self._bulk_read = True
+            return self._bulk_limits
+
+    def create_many(
+        self, items: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+    ) -> list[RemoteUser | LmsError]:
+        return self.write_many(items, [])[0]
+
+    def update_many(self, items: Sequence[UpdateRequest]) -> list[LmsError | None]:
+        return self.write_many([], items)[1]
+
+    def write_many(
+        self,
+        creates: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+        updates: Sequence[UpdateRequest],
+    ) -> tuple[list[RemoteUser | LmsError], list[LmsError | None]]:
+        """Creations and updates together, in as few bulk requests as the server takes (one
+        request per user without Bulk): the users made or why not, and each update's error."""
+        resources = [user_resource(self.settings, fields, extra) for fields, extra in creates]
+        operations = [
+            Operation("POST", "/Users", f"c{i}", resource) for i, resource in enumerate(resources)
+        ]
+        singles: list[Callable[[], object]] = [
+            partial(self.create, fields, extra) for fields, extra in creates
+        ]
+        errors: list[LmsError | None] = [None] * len(updates)
+        patched: list[int] = []  # the update behind each PATCH operation
+        for index, item in enumerate(updates):
+            single = partial(self.update, item.user_id, item.fields, item.changed, item.active)
+            if not self.settings.use_patch:  # PUT needs the user read first: one by one
+                errors[index] = self._attempt(single)
+                continue
+            ops = patch_operations(self.settings, item.fields, item.changed, item.active)
+            if ops:  # nothing to write: done without a request, as ``update`` does
+                body = {"schemas": [PATCH_OP], "Operations": ops}
+                operations.append(Operation("PATCH", f"/Users/{item.user_id}", f"u{index}", body))
+                singles.append(single)
+                patched.append(index)
+        answers = self._send(operations, lambda i: singles[i]())
+        made: list[RemoteUser | LmsError] = []
+        for index, answer in enumerate(answers[: len(creates)]):
+            if isinstance(answer, OperationResult):
+                made.append(self._created(resources[index], answer))
+            elif isinstance(answer, (LmsError, RemoteUser)):
+                made.append(answer)
+            else:  # pragma: no cover - ``create`` returns a RemoteUser
+                raise TypeError(type(answer).__name__)
+        for index, answer in zip(patched, answers[len(creates) :], strict=True):
+            errors[index] = answer if isinstance(answer, LmsError) else None
+        return made, errors
+
+    def _created(
+        self, resource: Mapping[str, Any], answer: OperationResult
+    ) -> RemoteUser | LmsError:
+        user_id = answer.resource_id
+        if user_id is None:
+            # Made, but where? Tried again, it answers 409 and the user is found and linked.
+            return TransientError("the LMS's bulk answer did not say which user it created")
+        returned = answer.response if isinstance(answer.response, dict) else {}
+        try:
+            return self.from_resource({**resource, **returned, "id": user_id})
+        except LmsError as exc:
+            return exc
+
+    def _attempt(self, call: Callable[[], T]) -> T | LmsError:
+        """``call()``, or the error it raised (a misconfiguration stops everything)."""
+        try:
+            return call()
+        except MisconfiguredError:
+            raise
+        except LmsError as exc:
+            return exc
+
+    def _send(
+        self, operations: list[Operation], one: Callable[[int], T]
+    ) -> list[OperationResult | T | LmsError]:
+        """Each operation's result: in bulk requests when the server takes them, else (and for
+        a lone operation) by ``one(index)``, the single request."""
+        out: list[OperationResult | T | LmsError] = []
+        bulk = self._bulk() if len(operations) > 1 else None
+        if bulk is None:
+            return [self._attempt(partial(one, i)) for i in range(len(operations))]
+        start = 0
+        for group in scim_bulk.pack(operations, bulk):
+            out.extend(self._bulk_request(group, partial(_shifted, one, start)))
+            start += len(group)
+        return out
+
+    def _bulk_request(
+        self, group: list[Operation], one: Callable[[int], T]
+    ) -> list[OperationResult | T | LmsError]:
+        """One POST /Bulk; each operation's result, or its error as a single request's."""
+        body = scim_bulk.request_body(group)
+        try:
+            response = self._request("POST", "/Bulk", json=body, ok=(200, 400, 404, 405, 413, 501))
+        except TransientError as exc:
+            # Whether the server applied some is unknown: each is retried, and a creation it
+            # made answers 409 then, so the user is found and linked (never made twice).
+            return [exc] * len(group)
+        status = response.status_code
+        if status == 413 and len(group) > 1:  # too large after all: in halves
+            half = len(group) // 2
+            first = self._bulk_request(group[:half], one)
+            return first + self._bulk_request(group[half:], partial(_shifted, one, half))
+        if status != 200:
+            if status in (404, 405, 501):  # no Bulk at this URL, whatever the config says
+                self._bulk_limits = None
+            return [self._attempt(partial(one, i)) for i in range(len(group))]
+        try:
+            answered = self._json(response)
+        except MisconfiguredError:
+            answered = {}
+        found = scim_bulk.results(answered, group)
+        if all(result is None for result in found):
+            # An answer that reports nothing: this server's Bulk is not to be trusted.
+            self._bulk_limits = None
+        return [
+            self._operation(operation, result)
+            for operation, result in zip(group, found, strict=True)
+        ]
+
+    def _operation(
+        self, operation: Operation, result: OperationResult | None
+    ) -> OperationResult | LmsError:
+        """A successful result as it is; a failed one as the error its single request raises."""
+        if result is None:
+            return TransientError("the LMS's bulk answer did not report this operation")
+        status = result.status
+        if 200 <= status < 300:
+            return result
+        where = f"{operation.method} {operation.path} (bulk)"
+        described = self._text.clean(f"{where}: {self._text.operation(status, result.response)}")
+        if status == 429 or status >= 500:
+            return TransientError(described)
+        if status in (401, 403):
+            return MisconfiguredError(described)
+        if status == 404:
+            return NotFoundError(described)
+        if status == 409:
+            return AlreadyExistsError(described)
+        refused = self._text.operation(status, result.response)
+        return RejectedError(self._text.clean(f"the LMS refused the data: {refused}"))
+
     # -- test connection -------------------------------------------------------------------------
     def test(self) -> ConnectionReport:
         report = ConnectionReport()
@@ -336,6 +560,16 @@ class ScimConnector:
             patch = _supported(config_body, "patch")
             filtering = _supported(config_body, "filter")
         report.add("ok", "the server answers as a SCIM 2.0 service provider")
+        bulk = scim_bulk.limits(config_body)
+        if not self.settings.use_bulk:
+            report.add("ok", "Bulk is off for this interface: one request per user")
+        elif bulk is not None:
+            report.add(
+                "ok",
+                f"Bulk supported: up to {bulk.max_operations} users per request",
+            )
+        else:
+            report.add("ok", "the server does not support Bulk: one request per user")
         if not patch and self.settings.use_patch:
             report.add("error", "the server does not support PATCH: switch the interface to PUT")
         if not filtering:
@@ -352,7 +586,33 @@ class ScimConnector:
             report.add("error", f"/Users: {exc.message}")
             return report
         self._check_schemas(report)
+        self._probe_modified_filter(report)
         return report
+
+    def _probe_modified_filter(self, report: ConnectionReport) -> None:
+        """Whether the server answers "the users changed since" (remembered by the interface:
+        the hourly pass then reads only those)."""
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        params = {"filter": f'meta.lastModified gt "{scim_datetime(since)}"', "count": 1}
+        try:
+            self._request("GET", "/Users", params=params)
+        except (RejectedError, NotFoundError):
+            report.modified_filter = False
+            report.add(
+                "warning",
+                "the server cannot filter users on meta.lastModified: the hourly pass reads the "
+                "LMS only at the daily full sweep, where changes made in the LMS are corrected",
+            )
+            return
+        except LmsError as exc:
+            report.add("warning", f"filter on meta.lastModified not checked: {exc.message}")
+            return
+        report.modified_filter = True
+        report.add(
+            "ok",
+            "the server filters users on meta.lastModified: the hourly pass reads only "
+            "the LMS users changed since the previous one",
+        )
 
     def _check_schemas(self, report: ConnectionReport) -> None:
         try:

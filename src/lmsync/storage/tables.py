@@ -256,7 +256,16 @@ class LmsInterface(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     minute_of_hour: Mapped[int] = mapped_column(Integer, default=0)
+    # The last hourly pass (incremental or a full sweep), and the last full sweep (every LMS
+    # user read: deletions and servers that cannot filter on meta.lastModified).
     last_full_pass_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The hour, in the account's time zone, of the daily full sweep.
+    sweep_hour: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    # An incremental pass reads the LMS users changed after this time (the LMS's own clock).
+    lms_changes_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Whether the LMS filters on meta.lastModified; None: not probed yet.
+    modified_filter: Mapped[bool | None] = mapped_column(Boolean)
     lock_owner: Mapped[str | None] = mapped_column(String(64))
     lock_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Fencing number: incremented at each acquisition of the lock; a run writes and records

@@ -35,9 +35,12 @@ from lmsync.domain.errors import Conflict, NotFound
 from lmsync.lms.base import (
     AlreadyExistsError,
     BatchConnector,
+    ChangeReader,
     Connector,
+    FilterUnsupportedError,
     LmsError,
     MisconfiguredError,
+    MixedBatchConnector,
     NotFoundError,
     RejectedError,
     TransientError,
@@ -78,6 +81,11 @@ LIST_PAGE_SIZE = 1000
 MAX_CHUNK = 32
 
 
+# The next incremental read starts this long before the previous one did (by the LMS's clock,
+# or ours when it is behind): a user saved while the pages were read, or stamped by a server
+# whose clock lags a little, is read again rather than missed.
+CHANGES_OVERLAP = timedelta(minutes=2)
+
 YIELD_CHECK_SECONDS = 1.0
 _DEFERRED = "deferred"  # a write not handed out: the run yielded; the employee stays due
 
@@ -109,6 +117,9 @@ class RunOptions:
     # most ``limit`` employees (the rest stay due for the next slice).
     terminations_only: bool = False
     limit: int | None = None
+    # An hourly pass that costs what changed: the due employees, and those whose LMS user was
+    # modified since the previous pass (``filter=meta.lastModified gt``), instead of everyone.
+    incremental: bool = False
     # Asked every second while the writes go on: True when more urgent work waits for this
     # account (a termination, behind this run's lock). The run then hands out no more writes,
     # leaves the rest due and ends (``RunSummary.more``). For due runs and activations only:
@@ -132,6 +143,24 @@ class RunOptions:
             run_id=run.id,
             **{name: stored[name] for name in cls._STORED if name in stored},
         )
+
+
+@dataclass(frozen=True)
+class PassMarks:
+    """What an hourly pass knows of the previous ones (from the interface)."""
+
+    modified_filter: bool | None  # the LMS filters on meta.lastModified (None: not known yet)
+    changes_since: datetime | None  # read the LMS users changed after this (the LMS's clock)
+
+
+@dataclass
+class LmsChanges:
+    """The LMS users an incremental pass read (None: it could not ask), and where the next
+    read starts."""
+
+    users: dict[str, RemoteUser] | None
+    next_since: datetime | None
+    modified_filter: bool | None
 
 
 @dataclass
@@ -280,6 +309,7 @@ class SyncEngine:
                 timedelta(minutes=interface.guard_window_minutes or 60),
             )
             concurrency = int((interface.options or {}).get("max_concurrency", self.concurrency))
+            marks = PassMarks(interface.modified_filter, interface.lms_changes_since)
             session.expunge(account)
             session.expunge(interface)
         bound = log.bind(account_id=account_id, run_id=run_id, trigger=options.trigger)
@@ -290,10 +320,23 @@ class SyncEngine:
             return self._finish(run_id, "failed", {}, getattr(exc, "message", str(exc)))
         try:
             now = self.clock()
+            changes = self._read_changes(connector, marks) if options.incremental else None
             with self.sessions() as session:
-                planned, more = self._load(session, account, scope, options, now, shaper(interface))
+                planned, more = self._load(
+                    session, account, scope, options, now, shaper(interface), changes
+                )
             summary = self._run_with(
-                connector, account, scope, guard, run_id, options, bound, concurrency, planned, now
+                connector,
+                account,
+                scope,
+                guard,
+                run_id,
+                options,
+                bound,
+                concurrency,
+                planned,
+                now,
+                changes,
             )
             summary.more = summary.more or more
             return summary
@@ -325,9 +368,11 @@ class SyncEngine:
         concurrency: int,
         planned: list[Planned],
         now: datetime,
+        changes: LmsChanges | None = None,
     ) -> RunSummary:
         remote_all: dict[str, RemoteUser] | None = None
         unlinked = [p for p in planned if p.action.kind == Kind.CORRELATE]
+        sweep_mark = utcnow()  # the real clock: compared with the LMS's timestamps
         if options.full or len(unlinked) > LIST_ALL_THRESHOLD:
             remote_all = self._list_all(connector)
         self._correlate(connector, account.id, planned, scope, remote_all, concurrency)
@@ -354,9 +399,16 @@ class SyncEngine:
             self._fence(session, run_id)
             run = session.get_one(SyncRun, run_id)
             final = dict(run.counts or {})
-            if options.full:
+            if options.full or options.incremental:
                 interface = session.get_one(LmsInterface, account.id)
                 interface.last_full_pass_at = now
+                if options.full:
+                    interface.last_sweep_at = now
+                    interface.lms_changes_since = _next_since(sweep_mark, connector)
+                elif changes is not None:
+                    interface.modified_filter = changes.modified_filter
+                    if changes.next_since is not None:
+                        interface.lms_changes_since = changes.next_since
         if options.full and remote_all is not None:
             record_unlinked(self.sessions, account.id, remote_all, now)
         bound.info("sync finished", **final)
@@ -437,6 +489,7 @@ class SyncEngine:
         options: RunOptions,
         now: datetime,
         shape: Shaper | None = None,
+        changes: LmsChanges | None = None,
     ) -> tuple[list[Planned], bool]:
         """The employees this run looks at, with their links and states, and whether its
         ``limit`` left some due employees for another run.
@@ -455,12 +508,22 @@ class SyncEngine:
         ids = None if options.full else [e.id for e in employees]
         states = snapshot.by_employee(session, StateRecord, account.id, ids)
         more = False
-        if due_only and options.trigger == "change":
+        if due_only and (options.trigger == "change" or options.incremental):
             employees = [e for e in employees if _ready(e, states.get(e.id), now)]
             if options.limit is not None and len(employees) > options.limit:
                 employees.sort(key=lambda e: (e.lms_due_at or now, e.id))  # the oldest first
                 employees, more = employees[: options.limit], True
             ids = [e.id for e in employees]
+        remote = changes.users if changes is not None and changes.users else {}
+        if remote and due_only:
+            extra = _touched(session, account.id, remote, {e.id for e in employees})
+            if extra:
+                added = snapshot.employees(
+                    session, account.id, employee_ids=extra, due_only=False, now=now
+                )
+                employees.extend(added)
+                states.update(snapshot.by_employee(session, StateRecord, account.id, extra))
+                ids = [e.id for e in employees]
         links = snapshot.by_employee(session, LinkRecord, account.id, ids)
         keys = {e.work_email_key for e in employees if e.work_email_key}
         among = keys if not options.full and len(keys) <= 500 else None
@@ -485,11 +548,37 @@ class SyncEngine:
                 action = _AFTER_LISTING
             else:
                 link_view = (
-                    LinkView(link.lms_user_id, link.lms_active, link.written) if link else None
+                    LinkView(
+                        link.lms_user_id,
+                        link.lms_active,
+                        link.written,
+                        remote=remote.get(link.lms_user_id),
+                    )
+                    if link
+                    else None
                 )
                 action = rules.decide(view, link_view, scope)
             planned.append(Planned(employee, view, link, states.get(employee.id), action))
         return planned, more
+
+    def _read_changes(self, connector: Connector, marks: PassMarks) -> LmsChanges:
+        """The LMS users modified since the previous pass, when the LMS can say which."""
+        if (
+            marks.modified_filter is False
+            or marks.changes_since is None
+            or not isinstance(connector, ChangeReader)
+        ):
+            return LmsChanges(None, None, marks.modified_filter)
+        since = marks.changes_since
+        mark = utcnow()
+        try:
+            read = with_retries(partial(connector.changed_since, since), self.retry_attempts)
+        except FilterUnsupportedError:
+            # Remembered: from now on the daily sweep alone reads the LMS.
+            log.warning("the LMS does not filter on meta.lastModified; daily sweep only")
+            return LmsChanges(None, None, False)
+        users = {user.id: user for user in read.users}
+        return LmsChanges(users, _next_since(mark, connector), True)
 
     def _list_all(self, connector: Connector) -> dict[str, RemoteUser]:
         users: dict[str, RemoteUser] = {}
@@ -611,10 +700,12 @@ class SyncEngine:
         ]
         writes = [index for index, result in enumerate(results) if result is None]
         size = max(1, min(MAX_CHUNK, len(writes) // (concurrency * 4)))
-        if isinstance(connector, BatchConnector):
+        # A lone write (a termination) goes as a single request: no batch to ask the LMS about.
+        batch = _batch_connector(connector) if len(writes) > 1 else None
+        if batch is not None:
             # A chunk is a request (or a few): as large as the connector takes, spread over
             # the workers.
-            size = max(1, min(connector.batch_size, -(-len(writes) // concurrency)))
+            size = max(1, min(batch.batch_size, -(-len(writes) // concurrency)))
         chunks = [writes[start : start + size] for start in range(0, len(writes), size)]
         claim = self._claims_by_run.get(run_id)
         stop, done = threading.Event(), threading.Event()
@@ -631,7 +722,8 @@ class SyncEngine:
                         chunk,
                         pool.submit(
                             self._apply_all,
-                            connector,
+                            batch or connector,
+                            batch is not None,
                             [planned[i] for i in chunk],
                             create_only,
                             claim,
@@ -688,12 +780,13 @@ class SyncEngine:
     def _apply_all(
         self,
         connector: Connector,
+        batched: bool,
         items: list[Planned],
         create_only: Mapping[str, Any],
         claim: Claim | None,
         stop: threading.Event,
     ) -> list[Result]:
-        if isinstance(connector, BatchConnector):
+        if batched and isinstance(connector, BatchConnector):
             return self._apply_batched(connector, items, create_only, claim, stop)
         results = []
         for item in items:
@@ -727,43 +820,80 @@ class SyncEngine:
             for i, item in enumerate(items)
             if item.action.kind in _UPDATES and item.action.lms_user_id is not None
         ]
-        if creates:
-            wanted = [dict(items[i].view.desired) for i in creates]
-            made = self._whole_batch(
-                lambda: connector.create_many([(d, create_only) for d in wanted]), len(creates)
-            )
-            for i, desired, user in zip(creates, wanted, made, strict=True):
-                item = items[i]
-                if isinstance(user, MisconfiguredError):
-                    raise user
-                if isinstance(user, AlreadyExistsError):
-                    results[i] = self._guarded(
-                        item, partial(self._exists, connector, item, desired)
-                    )
-                elif isinstance(user, LmsError):
-                    results[i] = _failed(item, user)
-                else:
-                    results[i] = _created(item, user, desired, create_only)
-        if updates:
-            requests = [_update_request(items[i]) for i in updates]
-            errors = self._whole_batch(lambda: connector.update_many(requests), len(updates))
-            for i, error in zip(updates, errors, strict=True):
-                item = items[i]
-                if error is None:
-                    results[i] = _updated(item)
-                elif isinstance(error, MisconfiguredError):
-                    raise error
-                elif isinstance(error, NotFoundError) and item.action.kind != Kind.LINK:
-                    desired = dict(item.view.desired)
-                    results[i] = self._guarded(
-                        item, partial(self._relink, connector, item, desired, create_only)
-                    )
-                else:
-                    results[i] = _failed(item, error)
+        wanted = [dict(items[i].view.desired) for i in creates]
+        requests = [_update_request(items[i]) for i in updates]
+        made, errors = self._write_batch(connector, wanted, requests, create_only)
+        for i, desired, user in zip(creates, wanted, made, strict=True):
+            item = items[i]
+            if isinstance(user, MisconfiguredError):
+                raise user
+            if isinstance(user, AlreadyExistsError):
+                results[i] = self._guarded(item, partial(self._exists, connector, item, desired))
+            elif isinstance(user, LmsError):
+                results[i] = _failed(item, user)
+            else:
+                results[i] = _created(item, user, desired, create_only)
+        for i, error in zip(updates, errors, strict=True):
+            item = items[i]
+            if error is None:
+                results[i] = _updated(item)
+            elif isinstance(error, MisconfiguredError):
+                raise error
+            elif isinstance(error, NotFoundError) and item.action.kind != Kind.LINK:
+                desired = dict(item.view.desired)
+                results[i] = self._guarded(
+                    item, partial(self._relink, connector, item, desired, create_only)
+                )
+            else:
+                results[i] = _failed(item, error)
         return [
             result if result is not None else self._apply(connector, items[i], create_only)
             for i, result in enumerate(results)
         ]
+
+    def _write_batch(
+        self,
+        connector: BatchConnector,
+        wanted: list[dict[str, Any]],
+        requests: list[UpdateRequest],
+        create_only: Mapping[str, Any],
+    ) -> tuple[list[RemoteUser | LmsError], list[LmsError | None]]:
+        """A chunk's creations and updates, in the same requests when the connector mixes them
+        (one bulk request for both), each user's transient failure sent again."""
+        count = len(wanted)
+
+        def send(picked: list[int]) -> list[RemoteUser | LmsError | None]:
+            creates = [(wanted[k], create_only) for k in picked if k < count]
+            updates = [requests[k - count] for k in picked if k >= count]
+            if isinstance(connector, MixedBatchConnector):
+                made, errors = connector.write_many(creates, updates)
+            else:
+                made = connector.create_many(creates) if creates else []
+                errors = connector.update_many(updates) if updates else []
+            return [*made, *errors]  # ``picked`` is ascending: the creations come first
+
+        results = self._each_with_retries(send, count + len(requests))
+        made = [r for r in results[:count] if r is not None]
+        assert len(made) == count
+        return made, [r if isinstance(r, LmsError) else None for r in results[count:]]
+
+    def _each_with_retries(
+        self, send: Callable[[list[int]], list[T]], count: int
+    ) -> list[T | LmsError]:
+        """``send(indexes)``'s per-user results for all ``count`` users; the users whose own
+        result is a transient failure (a 503 or 429 inside a bulk answer) are sent again, alone
+        with the others in that case, with the same backoff as single requests."""
+        results = self._whole_batch(lambda: send(list(range(count))), count)
+        for attempt in range(1, self.retry_attempts):
+            again = [i for i, result in enumerate(results) if isinstance(result, TransientError)]
+            if not again:
+                break
+            first = results[again[0]]
+            time.sleep(_delay(first if isinstance(first, TransientError) else None, attempt))
+            redone = self._whole_batch(partial(send, again), len(again))
+            for i, result in zip(again, redone, strict=True):
+                results[i] = result
+        return results
 
     def _whole_batch(self, call: Callable[[], list[T]], count: int) -> list[T | LmsError]:
         """``call``'s per-user results, retried while the whole request fails transiently; when
@@ -971,6 +1101,33 @@ class SyncEngine:
 
 
 _UPDATES = frozenset({Kind.LINK, Kind.UPDATE, Kind.DEACTIVATE, Kind.REACTIVATE})
+
+
+def _batch_connector(connector: Connector) -> BatchConnector | None:
+    """The connector, when it writes several users per request now (a SCIM server with Bulk)."""
+    if isinstance(connector, BatchConnector) and connector.batch_size > 1:
+        return connector
+    return None
+
+
+def _next_since(mark: datetime, connector: Connector) -> datetime:
+    """Where the next incremental read starts: before ``mark`` (taken before this read) by our
+    clock and by the LMS's, whichever is earlier, less the overlap."""
+    server = connector.server_time() if isinstance(connector, ChangeReader) else None
+    start = min(mark, server) if server is not None else mark
+    return start - CHANGES_OVERLAP
+
+
+def _touched(
+    session: Session, account_id: str, remote: Mapping[str, RemoteUser], have: set[str]
+) -> list[str]:
+    """Employees an incremental pass must look at because of these changed LMS users, besides
+    the ``have`` it already holds: the ones linked to them, and the unlinked ones with their
+    email (a user created or corrected by hand in the LMS may now match)."""
+    linked = snapshot.claimed_users(session, account_id, set(remote))
+    keys = {u.email_key for u in remote.values() if u.email_key and u.id not in linked}
+    found = list(linked.values()) + snapshot.unlinked_with_email(session, account_id, keys)
+    return [employee_id for employee_id in dict.fromkeys(found) if employee_id not in have]
 
 
 def _update_request(item: Planned) -> UpdateRequest:

@@ -90,6 +90,13 @@ _CLEAR_DUE = (
     .where(EMPLOYEES.c.id == bindparam("key_id"), EMPLOYEES.c.lms_due_at == bindparam("seen"))
     .values(lms_due_at=bindparam("next"))
 )
+# A transient failure of an employee that was not due (a correction an hourly pass found): due
+# from now on, so that the due runs try it again after the retry delay.
+_MAKE_DUE = (
+    EMPLOYEES.update()
+    .where(EMPLOYEES.c.id == bindparam("key_id"), EMPLOYEES.c.lms_due_at.is_(None))
+    .values(lms_due_at=bindparam("at"))
+)
 _STATE_FIELDS = (
     "action",
     "outcome",
@@ -115,6 +122,7 @@ class _Batch:
     state_inserts: list[dict[str, Any]]
     state_updates: list[dict[str, Any]]
     cleared: list[dict[str, Any]]
+    made_due: list[dict[str, Any]]
     outcomes: list[dict[str, Any]]
     counts: dict[str, int]
 
@@ -129,7 +137,7 @@ def record_batch(
     now: datetime,
 ) -> None:
     """Write one batch of results and the run's progress, inside the caller's transaction."""
-    batch = _Batch([], [], [], [], [], [], [], {})
+    batch = _Batch([], [], [], [], [], [], [], [], {})
     for result in results:
         _link_change(batch, account_id, result, now)
         _state_change(batch, account_id, run_id, result, now)
@@ -168,6 +176,8 @@ def record_batch(
     insert_rows(connection, STATES, batch.state_inserts)
     if batch.cleared:
         connection.execute(_CLEAR_DUE, batch.cleared)
+    if batch.made_due:
+        connection.execute(_MAKE_DUE, batch.made_due)
     insert_rows(connection, OUTCOMES, batch.outcomes)
 
 
@@ -301,6 +311,8 @@ def _state_change(
             delay = RETRY_DELAYS[min(values["attempts"] - 1, len(RETRY_DELAYS) - 1)]
             values["next_attempt_at"] = now + delay
             clear = False  # stays due: retried after the delay
+            if item.employee.lms_due_at is None:
+                batch.made_due.append({"key_id": item.employee.id, "at": now})
         else:
             # A permanent rejection: tried again once the employee's record changes.
             values["rejected_record_at"] = item.employee.updated_at

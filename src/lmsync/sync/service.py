@@ -236,6 +236,14 @@ class SyncService:
             session.add(interface)
         else:
             was_off = {name for name, on in held_back.switches_of(interface).items() if not on}
+        if (interface.base_url, interface.connector, interface.portal_id) != (
+            base_url,
+            data.connector,
+            data.portal_id,
+        ):
+            # Another LMS (or portal): what was known of the previous one's changes is void;
+            # the next hourly pass is a full sweep.
+            interface.lms_changes_since = interface.modified_filter = None
         interface.connector = data.connector
         interface.base_url = base_url
         interface.auth_type = data.auth_type
@@ -246,7 +254,7 @@ class SyncService:
         interface.sync_users = data.sync_users
         interface.deactivate_terminated = data.deactivate_terminated
         interface.options = data.options.model_dump()
-        for guard in ("guard_percent", "guard_minimum", "guard_window_minutes"):
+        for guard in ("guard_percent", "guard_minimum", "guard_window_minutes", "sweep_hour"):
             # A new row has none yet (the column default comes at the insert).
             if guard in data.model_fields_set or getattr(interface, guard) is None:
                 setattr(interface, guard, getattr(data, guard))
@@ -271,9 +279,21 @@ class SyncService:
             report.add("error", exc.message)
             return report
         try:
-            return connector.test()
+            report = connector.test()
         finally:
             connector.close()
+        if report.modified_filter is not None:
+            self._remember_filter(account_id, interface.base_url, report.modified_filter)
+        return report
+
+    def _remember_filter(self, account_id: str, base_url: str, supported: bool) -> None:
+        """Keep what Test connection found (unless the interface moved to another URL since)."""
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(LmsInterface)
+                .where(LmsInterface.account_id == account_id, LmsInterface.base_url == base_url)
+                .values(modified_filter=supported)
+            )
 
     def check_lms(self, account_id: str) -> None:
         """Run the connection test; ``LmsCheckFailed`` with its findings when it reports an

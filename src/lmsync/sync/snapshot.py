@@ -179,3 +179,21 @@ def claimed_users(session: Session, account_id: str, user_ids: set[str]) -> dict
         )
         claimed.update({str(row[0]): str(row[1]) for row in rows})
     return claimed
+
+
+def unlinked_with_email(session: Session, account_id: str, keys: set[str]) -> list[str]:
+    """The account's employees with one of these work email keys and no LMS link."""
+    employees, links = table_of(Employee), table_of(LmsLink)
+    found: list[str] = []
+    for chunk in chunks(sorted(keys)):
+        query = (
+            select(employees.c.id)
+            .outerjoin(links, links.c.employee_id == employees.c.id)
+            .where(
+                employees.c.account_id == account_id,
+                employees.c.work_email_key.in_(chunk),
+                links.c.employee_id.is_(None),
+            )
+        )
+        found.extend(str(row) for row in session.scalars(query))
+    return found

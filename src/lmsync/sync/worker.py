@@ -3,15 +3,19 @@
 One background thread. ``wake()`` (called after an HR change commits) makes it look at once;
 otherwise it looks every ``poll_seconds``, or sooner when an employee becomes due before that (a
 termination that takes effect at the end of the last day worked). Accounts are spread over the
-hour by their interface's ``minute_of_hour``. With "automatic transfer at each hour" off, it
-leaves the account alone: only a manual sync writes.
+hour by their interface's ``minute_of_hour``. An hourly pass reads only what changed (the due
+employees, and the LMS users modified since the previous pass); once a day, at the interface's
+``sweep_hour`` in the account's time zone, it is a full sweep that reads everyone. With
+"automatic transfer at each hour" off, it leaves the account alone: only a manual sync writes.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 from sqlalchemy import Select, select
@@ -35,15 +39,60 @@ def next_full_pass(
     return candidate
 
 
-def automatic_interfaces() -> Select[str, datetime | None, int, datetime | None]:
+def next_sweep(
+    last: datetime | None, sweep_hour: int, minute_of_hour: int, timezone: str
+) -> datetime:
+    """When the daily full sweep is due: the first ``sweep_hour:minute_of_hour`` of the
+    account's time zone at least 30 minutes after the last sweep; at once when there was none."""
+    if last is None:
+        return datetime.min.replace(tzinfo=UTC)
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    after = (last + timedelta(minutes=30)).astimezone(zone)
+    candidate = after.replace(hour=sweep_hour % 24, minute=minute_of_hour % 60, second=0)
+    candidate = candidate.replace(microsecond=0)
+    if candidate < after:
+        candidate += timedelta(days=1)  # same wall-clock time the next day (DST included)
+    return candidate.astimezone(UTC)
+
+
+def hourly_options(row: Any, now: datetime) -> RunOptions:
+    """The hourly pass of an ``automatic_interfaces()`` row: a full sweep when the daily one is
+    due, or when nothing tells what changed in the LMS since a known time; else incremental."""
+    sweep = now >= next_sweep(row.last_sweep_at, row.sweep_hour, row.minute_of_hour, row.timezone)
+    unknown = row.lms_changes_since is None and row.modified_filter is not False
+    if sweep or unknown:
+        return RunOptions(trigger="hourly", full=True)
+    return RunOptions(trigger="hourly", incremental=True)
+
+
+def automatic_interfaces() -> Select[
+    str,
+    datetime | None,
+    int,
+    datetime | None,
+    datetime | None,
+    int,
+    datetime | None,
+    bool | None,
+    str,
+]:
     """The interfaces synchronized without a click (active, automatic transfer each hour on,
-    the account's user synchronization enabled): account, last full pass, minute, activation."""
+    the account's user synchronization enabled): account, last hourly pass, minute, activation,
+    and what ``hourly_options`` reads."""
     return (
         select(
             LmsInterface.account_id,
             LmsInterface.last_full_pass_at,
             LmsInterface.minute_of_hour,
             LmsInterface.activated_at,
+            LmsInterface.last_sweep_at,
+            LmsInterface.sweep_hour,
+            LmsInterface.lms_changes_since,
+            LmsInterface.modified_filter,
+            Account.timezone,
         )
         .join(Account, Account.id == LmsInterface.account_id)
         .where(
@@ -110,8 +159,10 @@ class SyncWorker:
                 (
                     row.account_id,
                     has_ready_work(session, row.account_id, now),
-                    now
-                    >= next_full_pass(row.last_full_pass_at, row.minute_of_hour, row.activated_at),
+                    hourly_options(row, now)
+                    if now
+                    >= next_full_pass(row.last_full_pass_at, row.minute_of_hour, row.activated_at)
+                    else None,
                 )
                 for row in rows
             ]
@@ -120,11 +171,8 @@ class SyncWorker:
         for account_id, due, hourly in work:
             if self._stop.is_set():
                 break
-            for wanted, options in (
-                (due, RunOptions(trigger="change")),
-                (hourly, RunOptions(trigger="hourly", full=True)),
-            ):
-                if not wanted:
+            for options in (RunOptions(trigger="change") if due else None, hourly):
+                if options is None:
                     continue
                 try:
                     self.engine.run(account_id, options)

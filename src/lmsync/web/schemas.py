@@ -134,6 +134,7 @@ class ScimOptionsOut(BaseModel):
     extension_urn: str | None = None
     extension_attributes: dict[str, str] = {}
     use_patch: bool = True
+    use_bulk: bool = True
     max_concurrency: int = 16
     portal_id_in: str = Field(default="header", description="header | path")
     portal_id_header: str = "X-Portal-Id"
@@ -173,7 +174,18 @@ class InterfaceOut(BaseModel):
     active: bool
     activated_at: datetime | None
     minute_of_hour: int
-    last_full_pass_at: datetime | None
+    last_full_pass_at: datetime | None = Field(description="The last hourly pass.")
+    sweep_hour: int = Field(
+        description="The hour (the account's time zone) of the daily full sweep."
+    )
+    last_sweep_at: datetime | None = Field(
+        description="The last full sweep: every LMS user read (deletions found, drift corrected)."
+    )
+    modified_filter: bool | None = Field(
+        description="Whether the LMS filters users on meta.lastModified, so that the hourly "
+        "pass reads only those changed (null: not known yet; found by Test connection or the "
+        "next pass)."
+    )
 
 
 class FindingOut(BaseModel):

@@ -40,6 +40,8 @@ SETTINGS = "/settings/interfaces/lms"
 PAGE = 100
 # The deactivation guard's settings (the form's "Safety" section).
 GUARDS = ("guard_percent", "guard_minimum", "guard_window_minutes")
+# The interface's numbers the form edits: the guard's, and the hour of the daily full sweep.
+NUMBERS = (*GUARDS, "sweep_hour")
 # The interface options the form edits, by connector (the others keep their stored values).
 FORM_OPTIONS = ("portal_id_in", "portal_id_header")
 MOODLE_FORM_OPTIONS = ("auth_method", "languages", "job_title_field")
@@ -76,8 +78,9 @@ def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
             "hourly_transfer": True,
             "sync_users": True,
             "deactivate_terminated": True,
-            **{name: InterfaceIn.model_fields[name].default for name in GUARDS},
+            **{name: InterfaceIn.model_fields[name].default for name in NUMBERS},
             **{name: ScimOptionsIn.model_fields[name].default for name in FORM_OPTIONS},
+            "use_bulk": True,
             **_moodle_values({}),
         }
     options = interface.options or {}
@@ -92,7 +95,8 @@ def _interface_values(interface: LmsInterface | None) -> dict[str, Any]:
         "hourly_transfer": interface.hourly_transfer,
         "sync_users": interface.sync_users,
         "deactivate_terminated": interface.deactivate_terminated,
-        **{name: getattr(interface, name) for name in GUARDS},
+        **{name: getattr(interface, name) for name in NUMBERS},
+        "use_bulk": options.get("use_bulk", True) is not False,
         **{
             name: (None if moodle else options.get(name))
             or ScimOptionsIn.model_fields[name].default
@@ -126,6 +130,10 @@ def _settings_page(
             "activated_at": interface.activated_at if interface else None,
             "hourly": bool(interface and interface.hourly_transfer),
             "minute": interface.minute_of_hour if interface else 0,
+            "sweep_hour": interface.sweep_hour if interface else 3,
+            "timezone": account.timezone,
+            "last_sweep_at": interface.last_sweep_at if interface else None,
+            "modified_filter": interface.modified_filter if interface else None,
             "secret_set": bool(interface and interface.secret_encrypted),
         }
         if values is None:
@@ -164,7 +172,7 @@ def save_settings(request: Request, state: State, browser: Writer, form: FormDat
         # Another connector's options mean nothing to this one: they are not carried over.
         same = existing is not None and existing.connector == connector
         options = (existing.options or {}) if existing is not None and same else {}
-        stored = {name: getattr(existing, name) for name in GUARDS} if existing else {}
+        stored = {name: getattr(existing, name) for name in NUMBERS} if existing else {}
     if connector == "moodle":
         sent = _moodle_options(form)
     else:
@@ -174,6 +182,9 @@ def save_settings(request: Request, state: State, browser: Writer, form: FormDat
             for name in FORM_OPTIONS
             if name in form
         }
+        if "use_bulk_shown" in form:  # the checkbox was on the page: unticked means off
+            sent["use_bulk"] = form.get("use_bulk") == "true"
+            values["use_bulk"] = sent["use_bulk"]
     data: dict[str, Any] = {
         "connector": connector,
         "base_url": values.get("base_url") or "",
@@ -187,7 +198,7 @@ def save_settings(request: Request, state: State, browser: Writer, form: FormDat
         "deactivate_terminated": values["deactivate_terminated"],
         "options": {**options, **sent},
     }
-    for name in GUARDS:
+    for name in NUMBERS:
         # A form without the field (an older page) keeps the stored value, not the default.
         if name in form:
             data[name] = form[name].strip()
