@@ -512,6 +512,17 @@ def lms_configure(
             help="Moodle: the installed language packs, comma-separated (first: default)."
         ),
     ] = "en",
+    bulk: Annotated[
+        bool, typer.Option(help="SCIM: send users in Bulk requests when the LMS supports them.")
+    ] = True,
+    sweep_hour: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=23,
+            help="The hour (account's time zone) of the daily full sweep; omitted: kept.",
+        ),
+    ] = None,
 ) -> None:
     """Configure (or reconfigure) the account's LMS interface. A new URL or authentication
     needs the secret again (--secret-stdin); the deactivation guard's settings are kept."""
@@ -529,6 +540,7 @@ def lms_configure(
                 "sync_users": sync_users,
                 "deactivate_terminated": deactivate,
                 "connector": connector,
+                **({} if sweep_hour is None else {"sweep_hour": sweep_hour}),
                 "options": {
                     "auth_method": auth_method,
                     "languages": [c.strip() for c in languages.split(",") if c.strip()],
@@ -538,6 +550,7 @@ def lms_configure(
                     "user_name_field": user_name_field,
                     "portal_id_in": portal_id_in,
                     "portal_id_header": portal_id_header,
+                    "use_bulk": bulk,
                 },
             }
         )

@@ -195,3 +195,27 @@ def test_connection_test_remembers_whether_the_lms_filters(
                 assert stored is supported
             finally:
                 service.close()
+
+
+@pytest.mark.parametrize("filtering", [True, False])
+def test_an_hourly_pass_against_an_lms_that_is_down_fails_and_says_why(
+    engine: Engine, settings: Settings, world: World, tmp_path: Path, filtering: bool
+) -> None:
+    """With or without a change to read, the pass reaches the LMS (the overview's health and
+    the outage alert read the runs); the watermark does not move past what was not read."""
+    with running_lms(tmp_path, modified_filter=filtering) as lms:
+        setup = Setup(engine, settings, world, lms)
+        try:
+            setup.quiet_since_now()
+            if not filtering:
+                setup.sync.run(world.account_a, HOURLY)  # finds out: no filter
+                assert setup.interface().modified_filter is False
+            before = setup.interface().lms_changes_since
+            lms.fault(status=503, count=50)
+            failed = setup.sync.run(world.account_a, HOURLY)
+            assert failed.status == "failed", failed
+            assert failed.message is not None
+            assert "HTTP status 503" in failed.message
+            assert setup.interface().lms_changes_since == before
+        finally:
+            setup.service.close()

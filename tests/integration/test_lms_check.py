@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
+from lmsync.cli import app
 from lmsync.settings import Settings
 from tests.api.test_pages import sign_in
 from tests.db.test_cli import run
@@ -210,3 +211,31 @@ def test_the_cli_warns_when_saving_and_refuses_to_activate(
     done = run(cli, "sync", "--account", account, "--activate")
     assert "succeeded" in done
     assert len(harness.lms.by_email("cli@example.com")) == 1
+
+
+def test_the_cli_sets_bulk_and_the_sweep_hour(
+    harness: Harness, engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert settings.database_url is not None
+    monkeypatch.setenv("LMSYNC_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("LMSYNC_DATA_DIR", str(settings.data_dir))
+    cli, account = CliRunner(), harness.world.account_a
+    configure = ("lms", "configure", "--account", account, "--url", harness.lms.base_url)
+
+    saved = run(cli, *configure, "--no-bulk", "--sweep-hour", "5")
+
+    assert "[     ok] Bulk is off for this interface: one request per user" in saved
+    assert "filters users on meta.lastModified" in saved
+    interface = harness.client.get("/api/v1/lms/interface", headers=harness.mhr).json()
+    assert interface["options"]["use_bulk"] is False
+    assert interface["sweep_hour"] == 5
+    assert interface["modified_filter"] is True
+
+    again = run(cli, *configure)  # the hour is kept when omitted; Bulk is on by default
+    assert "Bulk supported: up to 100 users per request" in again
+    assert (
+        harness.client.get("/api/v1/lms/interface", headers=harness.mhr).json()["sweep_hour"] == 5
+    )
+    refused = cli.invoke(app, [*configure, "--sweep-hour", "24"])
+    assert refused.exit_code == 2
+    assert "less than or equal to 23" in refused.output

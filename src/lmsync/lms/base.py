@@ -182,6 +182,16 @@ class ChangedUsers:
 
 
 @runtime_checkable
+class Pingable(Protocol):
+    """A connector with a cheap authenticated request: an hourly pass that has nothing to read
+    from the LMS still finds out whether it can reach it (the overview's health, the alerts)."""
+
+    def ping(self) -> None:
+        """One cheap request; raises ``LmsError`` when the LMS is unreachable or refuses."""
+        ...
+
+
+@runtime_checkable
 class ChangeReader(Protocol):
     """A connector that can read only the users changed since a time (SCIM's
     ``filter=meta.lastModified gt``), for the incremental hourly pass."""

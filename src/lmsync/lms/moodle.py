@@ -242,6 +242,10 @@ class MoodleConnector:
             self._self_id = user_id
         return user_id
 
+    def ping(self) -> None:
+        """The site's information: the cheapest call the token must be allowed."""
+        self._call("core_webservice_get_site_info")
+
     def _managed(self, users: list[dict[str, Any]]) -> list[dict[str, Any]]:
         own = self._own_id()
         return [u for u in users if u.get("username") != "guest" and _user_id(u) != own]

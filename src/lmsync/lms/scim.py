@@ -352,6 +352,9 @@ class ScimConnector:
     def server_time(self) -> datetime | None:
         return self._first_date
 
+    def ping(self) -> None:
+        self._request("GET", "/Users", params={"count": 1})
+
     # -- writing ---------------------------------------------------------------------------------
     def create(self, fields: Mapping[str, Any], create_only: Mapping[str, Any]) -> RemoteUser:
         resource = user_resource(self.settings, fields, create_only)

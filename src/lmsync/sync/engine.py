@@ -42,6 +42,7 @@ from lmsync.lms.base import (
     MisconfiguredError,
     MixedBatchConnector,
     NotFoundError,
+    Pingable,
     RejectedError,
     TransientError,
     UpdateRequest,
@@ -344,7 +345,9 @@ class SyncEngine:
             # Another server holds the account now: record nothing more, only say so.
             bound.warning("sync stopped", reason=exc.message)
             return self._interrupted(run_id, exc.message)
-        except MisconfiguredError as exc:
+        except LmsError as exc:
+            # The LMS could not be read (down, misconfigured) after the retries: nothing more
+            # can be done this run; what it recorded stays, and the reason is the run's message.
             bound.warning("sync failed", error=exc.message)
             return self._finish(run_id, "failed", None, exc.message)
         except Exception as exc:
@@ -568,6 +571,7 @@ class SyncEngine:
             or marks.changes_since is None
             or not isinstance(connector, ChangeReader)
         ):
+            self._ping(connector)
             return LmsChanges(None, None, marks.modified_filter)
         since = marks.changes_since
         mark = utcnow()
@@ -576,9 +580,15 @@ class SyncEngine:
         except FilterUnsupportedError:
             # Remembered: from now on the daily sweep alone reads the LMS.
             log.warning("the LMS does not filter on meta.lastModified; daily sweep only")
-            return LmsChanges(None, None, False)
+            return LmsChanges(None, None, False)  # it answered: reached
         users = {user.id: user for user in read.users}
         return LmsChanges(users, _next_since(mark, connector), True)
+
+    def _ping(self, connector: Connector) -> None:
+        """Nothing to read from the LMS: still one cheap request, so that a pass against an LMS
+        that is down fails (and says why) rather than succeeding without having reached it."""
+        if isinstance(connector, Pingable):
+            with_retries(connector.ping, self.retry_attempts)
 
     def _list_all(self, connector: Connector) -> dict[str, RemoteUser]:
         users: dict[str, RemoteUser] = {}
