@@ -23,7 +23,7 @@ from lmsync.storage.tables import Employee, LmsInterface, utcnow
 from lmsync.sync.engine import RunOptions, SyncEngine
 from lmsync.sync.service import SyncService
 from tests.conftest import World
-from tests.integration.conftest import direct
+from tests.integration.conftest import Harness, direct
 from tests.lms_peer import LmsProcess, running_lms
 
 HOURLY = RunOptions(trigger="hourly", incremental=True)
@@ -219,3 +219,21 @@ def test_an_hourly_pass_against_an_lms_that_is_down_fails_and_says_why(
             assert setup.interface().lms_changes_since == before
         finally:
             setup.service.close()
+
+
+def test_the_api_sets_the_sweep_hour_and_refuses_a_bad_one(harness: Harness) -> None:
+    body = {"base_url": harness.lms.base_url, "secret": harness.lms.token, "sweep_hour": 23}
+    saved = harness.client.put("/api/v1/lms/interface", json=body, headers=harness.mhr)
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["sweep_hour"] == 23
+    assert saved.json()["modified_filter"] is True  # found by the save's connection test
+    for bad in (24, -1, "3am"):
+        refused = harness.client.put(
+            "/api/v1/lms/interface", json={**body, "sweep_hour": bad}, headers=harness.mhr
+        )
+        assert refused.status_code == 422, refused.text
+        assert [e["field"] for e in refused.json()["errors"]] == ["sweep_hour"]
+    del body["sweep_hour"]  # omitted: kept
+    kept = harness.client.put("/api/v1/lms/interface", json=body, headers=harness.mhr)
+    assert kept.json()["sweep_hour"] == 23
+    assert kept.json()["last_sweep_at"] is None
