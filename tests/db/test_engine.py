@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,14 @@ from lmsync.domain.accounts import AccountCreateIn
 from lmsync.domain.employees import TerminateIn
 from lmsync.domain.interface import InterfaceIn
 from lmsync.hr import accounts, employees
-from lmsync.lms.base import Connector, MisconfiguredError, RejectedError, TransientError
+from lmsync.lms.base import (
+    Connector,
+    LmsError,
+    MisconfiguredError,
+    RejectedError,
+    TransientError,
+    UpdateRequest,
+)
 from lmsync.lms.fake import FakeLms
 from lmsync.security import SecretBox
 from lmsync.storage.database import make_session_factory, transaction
@@ -35,6 +42,7 @@ from lmsync.sync import guard, lease
 from lmsync.sync.engine import RunOptions, SyncBusy, SyncEngine, has_ready_work
 from lmsync.sync.lease import Claim
 from lmsync.sync.mapping import desired_fields
+from lmsync.sync.rules import RemoteUser
 from lmsync.sync.service import SyncService
 
 
@@ -497,3 +505,55 @@ def test_the_interface_caps_requests_in_flight(setup: Setup, limit: int) -> None
         setup.hire(n)
     assert setup.run().counts == {"create": 24}
     assert 1 <= setup.lms.most_in_flight <= limit
+
+
+class _BatchLms(FakeLms):
+    """A batch connector that cannot mix creations and updates (as Moodle's web services):
+    its first ``update_fails`` update batches fail transiently as a whole."""
+
+    batch_size = 50
+
+    def __init__(self, update_fails: int) -> None:
+        super().__init__()
+        self.update_fails = update_fails
+        self.create_batches = 0
+        self.update_batches = 0
+
+    def create_many(
+        self, items: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+    ) -> list[RemoteUser | LmsError]:
+        self.create_batches += 1
+        return [self.create(fields, extra) for fields, extra in items]
+
+    def update_many(self, items: Sequence[UpdateRequest]) -> list[LmsError | None]:
+        self.update_batches += 1
+        if self.update_fails:
+            self.update_fails -= 1
+            raise TransientError("HTTP status 503")
+        for item in items:
+            self.update(item.user_id, item.fields, item.changed, item.active)
+        return [None] * len(items)
+
+
+def test_a_failed_update_batch_never_sends_the_creations_again(setup: Setup) -> None:
+    """Creations and updates of one chunk go in separate requests for such a connector: they
+    are retried apart, so a failing update never repeats (or loses) the creations."""
+    lms = _BatchLms(update_fails=1)
+    setup.lms = lms
+    setup.engine.concurrency = 1  # one chunk
+    with transaction(setup.sessions) as s:
+        setup.service.get_interface(s, setup.account_id).options = {"max_concurrency": 1}
+    first = [setup.hire(n) for n in range(3)]
+    assert setup.run().counts == {"create": 3}
+    with transaction(setup.sessions) as s:
+        employees.update(s, None, setup.account_id, first[0], {"job_title": "Chef"})
+    new = [setup.hire(n) for n in range(10, 13)]
+    lms.create_batches = lms.update_batches = 0
+
+    summary = setup.run()
+
+    assert summary.counts == {"create": 3, "update": 1}, summary
+    assert lms.create_batches == 1  # not again when the update batch failed
+    assert lms.update_batches == 2  # failed once, then went through
+    assert len(lms.users) == 6
+    assert not any(setup.due(i) for i in [*first, *new])

@@ -30,6 +30,9 @@ def utc(text: str) -> datetime:
         ("2026-12-02T09:00:00", 3, 7, "America/Toronto", "2026-12-03T08:07:00"),
         # ...and 07:07 UTC in summer; across the change of time the wall clock holds.
         ("2026-03-07T08:07:00", 3, 7, "America/Toronto", "2026-03-08T07:07:00"),
+        # The night the clocks go back, 01:45 happens twice: one sweep, at the first.
+        ("2026-11-01T05:45:00", 1, 45, "America/Toronto", "2026-11-02T06:45:00"),
+        ("2026-10-31T05:45:00", 1, 45, "America/Toronto", "2026-11-01T05:45:00"),
         # An unknown zone falls back to UTC.
         ("2026-12-02T03:07:00", 3, 7, "Nowhere/Land", "2026-12-03T03:07:00"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -12,8 +13,10 @@ import pytest
 
 from lmsync.lms.base import (
     AlreadyExistsError,
+    FilterUnsupportedError,
     LmsError,
     MisconfiguredError,
+    NotFoundError,
     RejectedError,
     TransientError,
     UpdateRequest,
@@ -188,7 +191,7 @@ def test_each_operations_status_becomes_its_own_error(
         "AlreadyExistsError",
         "RejectedError",
         "TransientError",
-        "MisconfiguredError",
+        "RejectedError",  # one user refused (401/403 on its operation): that user only
         "TransientError",  # a status that cannot be read: not reported
         "TransientError",  # not in the answer at all
     ]
@@ -197,7 +200,8 @@ def test_each_operations_status_becomes_its_own_error(
     assert "HTTP status 400" in rejected.message
     assert "s3cret" not in rejected.message  # an echo of the secret is never quoted
     assert isinstance(made[1], AlreadyExistsError)
-    assert isinstance(made[4], MisconfiguredError)
+    assert isinstance(made[4], RejectedError)
+    assert "refused this user" in made[4].message
 
 
 @pytest.mark.parametrize(
@@ -258,3 +262,69 @@ def test_put_mode_sends_updates_one_by_one(connect: Callable[..., ScimConnector]
     assert [m for m, p, _ in lms.calls if p.startswith("/Users/")] == ["PUT", "PUT"]
     assert isinstance(errors, list)
     assert not any(isinstance(e, LmsError) for e in errors)
+
+
+def test_a_request_refused_as_a_whole_goes_one_by_one(
+    connect: Callable[..., ScimConnector],
+) -> None:
+    """A 409 or 422 for the whole bulk request: each user gets its own answer (none of them
+    is recorded as refused for the others' sake)."""
+    lms = Lms(lambda body: httpx.Response(422))
+    made = connect(lms).create_many([(_fields(n), CREATE_ONLY) for n in range(3)])
+    assert all(isinstance(u, RemoteUser) for u in made)
+    assert lms.bulks() == [3]
+    assert lms.singles() == 3
+
+
+def _listing(pages: list[Any]) -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        start = int(request.url.params["startIndex"])
+        page = pages.pop(0)
+        if isinstance(page, int):
+            return httpx.Response(page, json={"detail": "no"})
+        assert start >= 1
+        return httpx.Response(200, json=page)
+
+    return handler
+
+
+def _user(n: int) -> dict[str, Any]:
+    return {"id": f"id{n}", "userName": f"u{n}", "emails": [{"value": f"u{n}@x.ca"}]}
+
+
+def test_changed_since_pages_and_reads_a_numeric_string_total() -> None:
+    pages = [
+        {"totalResults": "3", "Resources": [_user(1), _user(2)]},
+        {"totalResults": "3", "Resources": [_user(3)]},
+    ]
+    connector = ScimConnector(
+        ScimSettings(base_url=BASE, page_size=2), transport=httpx.MockTransport(_listing(pages))
+    )
+    try:
+        read = connector.changed_since(datetime(2026, 1, 1, tzinfo=UTC))
+    finally:
+        connector.close()
+    assert [u.id for u in read.users] == ["id1", "id2", "id3"]
+    assert pages == []
+
+
+@pytest.mark.parametrize(
+    ("pages", "error"),
+    [
+        ([400], FilterUnsupportedError),  # the first page refused: no such filter
+        ([404], NotFoundError),  # a wrong URL or portal is not "no filter"
+        ([{"totalResults": 9, "Resources": [_user(1)]}, 400], RejectedError),
+    ],
+)
+def test_changed_since_tells_no_filter_from_other_failures(
+    pages: list[Any], error: type[LmsError]
+) -> None:
+    connector = ScimConnector(
+        ScimSettings(base_url=BASE, page_size=1), transport=httpx.MockTransport(_listing(pages))
+    )
+    try:
+        with pytest.raises(error) as raised:
+            connector.changed_since(datetime(2026, 1, 1, tzinfo=UTC))
+    finally:
+        connector.close()
+    assert type(raised.value) is error

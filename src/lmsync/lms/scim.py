@@ -131,6 +131,16 @@ def _portal_header_value(settings: ScimSettings) -> str:
     return value
 
 
+def _count(value: Any) -> int | None:
+    """A count the server sent as a number or a numeric string; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _shifted(call: Callable[[int], T], offset: int, index: int) -> T:
     return call(offset + index)
 
@@ -335,8 +345,10 @@ class ScimConnector:
             params = {"filter": filter_, "startIndex": start, "count": self.settings.page_size}
             try:
                 body = self._json(self._request("GET", "/Users", params=params))
-            except (RejectedError, NotFoundError) as exc:
-                # 400 invalidFilter (or a server that answers 404/501 for it): no such filter.
+            except RejectedError as exc:
+                if start > 1:  # the filter was taken for the first page: another problem
+                    raise
+                # 400 (invalidFilter): the server cannot answer this question.
                 raise FilterUnsupportedError(
                     self._text.clean(f"the LMS does not filter on meta.lastModified: {exc}")
                 ) from None
@@ -345,8 +357,10 @@ class ScimConnector:
             fresh = [u for u in new if u.id not in users]
             users.update((u.id, u) for u in new)
             start += len(resources)
-            total = body.get("totalResults")
-            if not resources or not fresh or not isinstance(total, int) or start > total:
+            total = _count(body.get("totalResults"))
+            # Stop at totalResults (unknown: at an empty page), or when a page brings nothing
+            # new (some servers return page 1 again past the end).
+            if not resources or not fresh or (total is not None and start > total):
                 return ChangedUsers(list(users.values()), self._first_date)
 
     def server_time(self) -> datetime | None:
@@ -499,6 +513,11 @@ class ScimConnector:
             # Whether the server applied some is unknown: each is retried, and a creation it
             # made answers 409 then, so the user is found and linked (never made twice).
             return [exc] * len(group)
+        except MisconfiguredError:
+            raise
+        except LmsError:
+            # Refused as a whole (409, 415, 422...): each user on its own gets its own answer.
+            return [self._attempt(partial(one, i)) for i in range(len(group))]
         status = response.status_code
         if status == 413 and len(group) > 1:  # too large after all: in halves
             half = len(group) // 2
@@ -535,7 +554,10 @@ class ScimConnector:
         if status == 429 or status >= 500:
             return TransientError(described)
         if status in (401, 403):
-            return MisconfiguredError(described)
+            # One user refused among others (a protected account): that user's rejection; a
+            # refused credential refuses the whole request, which stops the run.
+            refused = self._text.operation(status, result.response)
+            return RejectedError(self._text.clean(f"the LMS refused this user: {refused}"))
         if status == 404:
             return NotFoundError(described)
         if status == 409:

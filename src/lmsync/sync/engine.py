@@ -152,6 +152,7 @@ class PassMarks:
 
     modified_filter: bool | None  # the LMS filters on meta.lastModified (None: not known yet)
     changes_since: datetime | None  # read the LMS users changed after this (the LMS's clock)
+    base_url: str  # the LMS they are about (moved elsewhere meanwhile: nothing is kept)
 
 
 @dataclass
@@ -161,7 +162,7 @@ class LmsChanges:
 
     users: dict[str, RemoteUser] | None
     next_since: datetime | None
-    modified_filter: bool | None
+    modified_filter: bool | None  # what this read found out (None: nothing)
 
 
 @dataclass
@@ -310,7 +311,9 @@ class SyncEngine:
                 timedelta(minutes=interface.guard_window_minutes or 60),
             )
             concurrency = int((interface.options or {}).get("max_concurrency", self.concurrency))
-            marks = PassMarks(interface.modified_filter, interface.lms_changes_since)
+            marks = PassMarks(
+                interface.modified_filter, interface.lms_changes_since, interface.base_url
+            )
             session.expunge(account)
             session.expunge(interface)
         bound = log.bind(account_id=account_id, run_id=run_id, trigger=options.trigger)
@@ -338,6 +341,7 @@ class SyncEngine:
                 planned,
                 now,
                 changes,
+                marks.base_url,
             )
             summary.more = summary.more or more
             return summary
@@ -372,6 +376,7 @@ class SyncEngine:
         planned: list[Planned],
         now: datetime,
         changes: LmsChanges | None = None,
+        base_url: str | None = None,
     ) -> RunSummary:
         remote_all: dict[str, RemoteUser] | None = None
         unlinked = [p for p in planned if p.action.kind == Kind.CORRELATE]
@@ -405,11 +410,16 @@ class SyncEngine:
             if options.full or options.incremental:
                 interface = session.get_one(LmsInterface, account.id)
                 interface.last_full_pass_at = now
+                # What was read is about this LMS: kept unless the interface moved meanwhile
+                # (its save reset it for a sweep of the new one).
+                same = base_url is None or interface.base_url == base_url
                 if options.full:
                     interface.last_sweep_at = now
-                    interface.lms_changes_since = _next_since(sweep_mark, connector)
-                elif changes is not None:
-                    interface.modified_filter = changes.modified_filter
+                    if same:
+                        interface.lms_changes_since = _next_since(sweep_mark, connector)
+                elif changes is not None and same:
+                    if changes.modified_filter is not None:
+                        interface.modified_filter = changes.modified_filter
                     if changes.next_since is not None:
                         interface.lms_changes_since = changes.next_since
         if options.full and remote_all is not None:
@@ -572,7 +582,7 @@ class SyncEngine:
             or not isinstance(connector, ChangeReader)
         ):
             self._ping(connector)
-            return LmsChanges(None, None, marks.modified_filter)
+            return LmsChanges(None, None, None)
         since = marks.changes_since
         mark = utcnow()
         try:
@@ -871,15 +881,23 @@ class SyncEngine:
         """A chunk's creations and updates, in the same requests when the connector mixes them
         (one bulk request for both), each user's transient failure sent again."""
         count = len(wanted)
+        if not isinstance(connector, MixedBatchConnector):
+            # Separate requests, retried apart: a failed update never sends the creations again.
+            made = self._each_with_retries(
+                lambda picked: connector.create_many([(wanted[k], create_only) for k in picked]),
+                count,
+            )
+            updated = self._each_with_retries(
+                lambda picked: connector.update_many([requests[k] for k in picked]),
+                len(requests),
+            )
+            return made, [r if isinstance(r, LmsError) else None for r in updated]
+        mixed = connector
 
         def send(picked: list[int]) -> list[RemoteUser | LmsError | None]:
             creates = [(wanted[k], create_only) for k in picked if k < count]
             updates = [requests[k - count] for k in picked if k >= count]
-            if isinstance(connector, MixedBatchConnector):
-                made, errors = connector.write_many(creates, updates)
-            else:
-                made = connector.create_many(creates) if creates else []
-                errors = connector.update_many(updates) if updates else []
+            made, errors = mixed.write_many(creates, updates)
             return [*made, *errors]  # ``picked`` is ascending: the creations come first
 
         results = self._each_with_retries(send, count + len(requests))
@@ -893,6 +911,8 @@ class SyncEngine:
         """``send(indexes)``'s per-user results for all ``count`` users; the users whose own
         result is a transient failure (a 503 or 429 inside a bulk answer) are sent again, alone
         with the others in that case, with the same backoff as single requests."""
+        if count == 0:
+            return []
         results = self._whole_batch(lambda: send(list(range(count))), count)
         for attempt in range(1, self.retry_attempts):
             again = [i for i, result in enumerate(results) if isinstance(result, TransientError)]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.engine import Connection
 
 from lmsync.lms.base import ConflictError, LmsError, TransientError
@@ -94,7 +94,10 @@ _CLEAR_DUE = (
 # from now on, so that the due runs try it again after the retry delay.
 _MAKE_DUE = (
     EMPLOYEES.update()
-    .where(EMPLOYEES.c.id == bindparam("key_id"), EMPLOYEES.c.lms_due_at.is_(None))
+    .where(
+        EMPLOYEES.c.id == bindparam("key_id"),
+        or_(EMPLOYEES.c.lms_due_at.is_(None), EMPLOYEES.c.lms_due_at > bindparam("at")),
+    )
     .values(lms_due_at=bindparam("at"))
 )
 _STATE_FIELDS = (
@@ -311,7 +314,7 @@ def _state_change(
             delay = RETRY_DELAYS[min(values["attempts"] - 1, len(RETRY_DELAYS) - 1)]
             values["next_attempt_at"] = now + delay
             clear = False  # stays due: retried after the delay
-            if item.employee.lms_due_at is None:
+            if item.employee.lms_due_at is None or item.employee.lms_due_at > now:
                 batch.made_due.append({"key_id": item.employee.id, "at": now})
         else:
             # A permanent rejection: tried again once the employee's record changes.

@@ -48,7 +48,7 @@ from lmsync.sync import held_back, recovery, rules, snapshot
 from lmsync.sync.engine import RunOptions, RunSummary, RunTakenOver, SyncBusy, SyncEngine
 from lmsync.sync.guard import held_employee_ids
 from lmsync.sync.mapping import create_only_fields, desired_fields, shown
-from lmsync.sync.worker import SyncWorker, next_full_pass
+from lmsync.sync.worker import SyncWorker, next_sweep
 
 log = structlog.get_logger("lmsync.sync")
 
@@ -555,7 +555,7 @@ class SyncService:
         next_action = {
             rules.Kind.CORRELATE: "look up the work email in the LMS, then link or create",
         }.get(action.kind, action.kind.value)
-        when, at = _when(action, employee, interface, state)
+        when, at = _when(action, employee, interface, state, account.timezone)
         reason = (
             state.reason if state and label in ("skipped", "conflict", "error", "held") else ""
         ) or (
@@ -630,6 +630,7 @@ def _when(
     employee: Employee,
     interface: LmsInterface | None,
     state: LmsState | None,
+    timezone: str = "UTC",
 ) -> tuple[str, datetime | None]:
     if action.kind == rules.Kind.NONE:
         return "nothing to do", None
@@ -643,8 +644,9 @@ def _when(
         return "automatic retry", state.next_attempt_at
     if employee.lms_due_at is not None:
         return "within seconds", employee.lms_due_at
-    return "at the next hourly pass", next_full_pass(
-        interface.last_full_pass_at, interface.minute_of_hour, interface.activated_at
+    # Not due: the hourly pass looks at it only if its LMS user changes; the sweep always does.
+    return "at the next daily full sweep", next_sweep(
+        interface.last_sweep_at, interface.sweep_hour, interface.minute_of_hour, timezone
     )
 
 

@@ -52,8 +52,9 @@ def next_sweep(
         zone = ZoneInfo("UTC")
     after = (last + timedelta(minutes=30)).astimezone(zone)
     candidate = after.replace(hour=sweep_hour % 24, minute=minute_of_hour % 60, second=0)
-    candidate = candidate.replace(microsecond=0)
-    if candidate < after:
+    candidate = candidate.replace(microsecond=0, fold=0)  # a repeated hour: its first time
+    # Compared in UTC: aware times of one zone compare by wall clock, blind to a repeated hour.
+    if candidate.astimezone(UTC) < after.astimezone(UTC):
         candidate += timedelta(days=1)  # same wall-clock time the next day (DST included)
     return candidate.astimezone(UTC)
 
