@@ -742,8 +742,8 @@ class SyncEngine:
                         chunk,
                         pool.submit(
                             self._apply_all,
-                            batch or connector,
-                            batch is not None,
+                            connector,
+                            batch,
                             [planned[i] for i in chunk],
                             create_only,
                             claim,
@@ -800,14 +800,14 @@ class SyncEngine:
     def _apply_all(
         self,
         connector: Connector,
-        batched: bool,
+        batch: BatchConnector | None,
         items: list[Planned],
         create_only: Mapping[str, Any],
         claim: Claim | None,
         stop: threading.Event,
     ) -> list[Result]:
-        if batched and isinstance(connector, BatchConnector):
-            return self._apply_batched(connector, items, create_only, claim, stop)
+        if batch is not None:  # decided once per run (``_batch_connector``)
+            return self._apply_batched(batch, items, create_only, claim, stop)
         results = []
         for item in items:
             if stop.is_set():  # the run yields: this write is left for the next run
