@@ -181,13 +181,18 @@ def test_the_settings_page_shows_the_test_after_saving_and_keeps_the_save(
     assert "failed its connection test" not in good.text
 
 
-def test_the_cli_warns_when_saving_and_refuses_to_activate(
-    harness: Harness, engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _cli_on(harness: Harness, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """A CLI runner on the harness's database and data directory."""
     assert settings.database_url is not None
     monkeypatch.setenv("LMSYNC_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("LMSYNC_DATA_DIR", str(settings.data_dir))
-    cli, account = CliRunner(), harness.world.account_a
+    return CliRunner()
+
+
+def test_the_cli_warns_when_saving_and_refuses_to_activate(
+    harness: Harness, engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli, account = _cli_on(harness, settings, monkeypatch), harness.world.account_a
     harness.hire("E-1", "cli@example.com")
     configure = ("lms", "configure", "--account", account, "--url", harness.lms.base_url)
 
@@ -216,10 +221,7 @@ def test_the_cli_warns_when_saving_and_refuses_to_activate(
 def test_the_cli_sets_bulk_and_the_sweep_hour(
     harness: Harness, engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert settings.database_url is not None
-    monkeypatch.setenv("LMSYNC_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("LMSYNC_DATA_DIR", str(settings.data_dir))
-    cli, account = CliRunner(), harness.world.account_a
+    cli, account = _cli_on(harness, settings, monkeypatch), harness.world.account_a
     configure = ("lms", "configure", "--account", account, "--url", harness.lms.base_url)
 
     saved = run(cli, *configure, "--no-bulk", "--sweep-hour", "5")
