@@ -302,17 +302,22 @@ def principal_of(session: Session, user_id: str, account_id: str | None) -> Prin
     if user is None:
         return None
     role = None
+    language = user.ui_language
     if account_id is not None:
         membership = session.get(Membership, (user.id, account_id))
         if membership is None:
             return None
         role = membership.role
+        if language is None:
+            account = session.get(Account, account_id)
+            language = account.ui_language if account is not None else None
     return Principal(
         user_id=user.id,
         email=user.email,
         is_operator=user.is_operator,
         account_id=account_id,
         role=role,
+        ui_language=language,
     )
 
 

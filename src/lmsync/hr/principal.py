@@ -14,6 +14,9 @@ class Principal:
     is_operator: bool
     account_id: str | None
     role: str | None
+    # The language the pages speak to this login: its own choice, else its account's (null:
+    # the browser's Accept-Language decides).
+    ui_language: str | None = None
 
     def account(self) -> str:
         """The account this principal reads in; raises when it acts in none."""

@@ -80,13 +80,8 @@ def login(session: Session, email: str, password: str, ip: str) -> BrowserSessio
             expires_at=now + SESSION_LIFETIME,
         )
     )
-    principal = Principal(
-        user_id=user.id,
-        email=user.email,
-        is_operator=user.is_operator,
-        account_id=membership.account_id if membership else None,
-        role=membership.role if membership else None,
-    )
+    principal = principal_of(session, user.id, membership.account_id if membership else None)
+    assert principal is not None  # the user and the membership were just read
     return BrowserSession(token=token, principal=principal, csrf_token=csrf)
 
 

@@ -84,6 +84,9 @@ class Account(Base):
     default_language: Mapped[str] = mapped_column(String(35), default="en")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     user_sync_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # lmsync's own language for this account's pages and emails ("en" | "fr_CA"); null: each
+    # browser's. Not the employees' default_language, which is written to the LMS.
+    ui_language: Mapped[str | None] = mapped_column(String(16), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -96,6 +99,7 @@ class User(Base):
     email_key: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(200))
     is_operator: Mapped[bool] = mapped_column(Boolean, default=False)
+    ui_language: Mapped[str | None] = mapped_column(String(16), default=None)  # null: account's
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

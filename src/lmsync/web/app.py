@@ -18,6 +18,7 @@ from sqlalchemy import text
 import lmsync
 from lmsync import metrics
 from lmsync.hr.imports import ImportService
+from lmsync.i18n import _
 from lmsync.jobs import stats as jobs_stats
 from lmsync.jobs import wiring
 from lmsync.jobs.runner import JobRunner
@@ -37,18 +38,33 @@ from lmsync.web import api_accounts, api_employees, api_lms, problems
 from lmsync.web.address_check import AddressCheckMiddleware
 from lmsync.web.body_limit import BodyLimitMiddleware
 from lmsync.web.deps import AppState, State
-from lmsync.web.pages import auth_pages, employee_pages, lms_pages, overview_pages, token_pages
+from lmsync.web.locale_middleware import LocaleMiddleware
+from lmsync.web.pages import (
+    auth_pages,
+    employee_pages,
+    lms_pages,
+    overview_pages,
+    preference_pages,
+    token_pages,
+)
 from lmsync.web.pages.common import TEMPLATES, CsrfRejected, LoginRequired, login_redirect
 from lmsync.web.security_headers import SecurityHeadersMiddleware
 
 log = structlog.get_logger("lmsync.web")
 STATIC = Path(__file__).parent / "static"
-_TITLES = {401: "Sign in needed", 403: "Not allowed", 404: "Not found", 409: "Not possible now"}
+_TITLES = {
+    401: _("Sign in needed"),
+    403: _("Not allowed"),
+    404: _("Not found"),
+    409: _("Not possible now"),
+}
 
 
 def html_error(request: Request, status: int, message: str) -> Response:
     """The pages' error page (the API answers problem details instead)."""
-    title = _TITLES.get(status, "Something went wrong" if status >= 500 else "Invalid request")
+    title = _TITLES.get(
+        status, _("Something went wrong") if status >= 500 else _("Invalid request")
+    )
     return TEMPLATES.TemplateResponse(
         request,
         "error.html",
@@ -121,7 +137,7 @@ def create_app(
     )
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
         for started in (worker, jobs_worker, notifier):
             if started is not None:
                 started.start()
@@ -156,19 +172,22 @@ def create_app(
     app.include_router(lms_pages.router)
     app.include_router(overview_pages.router)
     app.include_router(token_pages.router)
+    app.include_router(preference_pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.exception_handler(LoginRequired)
-    async def _login(_: Request, exc: LoginRequired) -> Response:
+    async def _login(request: Request, exc: LoginRequired) -> Response:
         return login_redirect(exc)
 
     @app.exception_handler(CsrfRejected)
-    async def _csrf(request: Request, _: CsrfRejected) -> Response:
+    async def _csrf(request: Request, exc: CsrfRejected) -> Response:
         return html_error(
             request,
             403,
-            "This form was not sent from an open lmsync page, or it has expired. "
-            "Reload the page and try again.",
+            _(
+                "This form was not sent from an open lmsync page, or it has expired. "
+                "Reload the page and try again."
+            ),
         )
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and database reachability")
@@ -228,6 +247,7 @@ def create_app(
     # Added last, so outermost: the limit applies before anything reads a body, and every
     # answer (the other middlewares' and the 413 included) gets the headers; the 500 answer,
     # sent by Starlette from outside all middleware, gets them in problems.install.
+    app.add_middleware(LocaleMiddleware)
     app.add_middleware(AddressCheckMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(

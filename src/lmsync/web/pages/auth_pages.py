@@ -30,7 +30,7 @@ LOGIN_FORM_EXPIRED = (
 )
 
 
-def _safe_next(url: str | None) -> str:
+def safe_next(url: str | None) -> str:
     """Only same-site paths: never send a user to another host after signing in."""
     if not url or not url.startswith("/") or url.startswith("//") or "\\" in url:
         return "/"
@@ -61,7 +61,7 @@ def _login_form(
         None,
         "login.html",
         status_code=status_code,
-        next_url=_safe_next(next_url),
+        next_url=safe_next(next_url),
         email=email,
         error=error,
         login_csrf=_login_token(state, nonce),
@@ -109,7 +109,7 @@ def login_submit(
         return _login_form(
             request, state, next_url=next, email=email, error=exc.message, status_code=status
         )
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(
         COOKIE,
         browser.token,

@@ -16,18 +16,28 @@ from urllib.parse import quote
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
 from sqlalchemy.orm import Session
 
+from lmsync import i18n
 from lmsync.domain.employees import EXCLUDE_LABEL
 from lmsync.domain.errors import Forbidden
 from lmsync.hr import sessions
 from lmsync.hr.sessions import BrowserSession
 from lmsync.storage.tables import Account
 from lmsync.sync import overview
+from lmsync.web import i18n_web
 from lmsync.web.deps import AppState, State
 
 COOKIE = "lmsync_session"
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
+TEMPLATES = Jinja2Templates(
+    env=Environment(
+        loader=FileSystemLoader(Path(__file__).parent.parent / "templates"),
+        autoescape=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+)
+i18n_web.install(TEMPLATES.env)
 TEMPLATES.env.globals["EXCLUDE_LABEL"] = EXCLUDE_LABEL
 
 
@@ -53,6 +63,11 @@ def get_browser(request: Request, state: State) -> BrowserSession:
         raise LoginRequired(
             request.url.path + (f"?{request.url.query}" if request.url.query else "")
         )
+    # This runs in a worker thread: ``choose`` updates the request's box, which the endpoint
+    # and its template see (the thread's context is a copy, the box is shared).
+    i18n.choose(
+        i18n.resolve(browser.principal.ui_language, None, request.headers.get("accept-language"))
+    )
     return browser
 
 
