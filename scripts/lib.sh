@@ -1,4 +1,4 @@
-# Shared set-up steps for scripts/demo.sh and scripts/test.sh (sourced, not run).
+# Shared set-up steps for the scripts (sourced, not run).
 # Everything here is idempotent: a second run does nothing that is already done.
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -8,21 +8,41 @@ apt_install() {
     as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
 }
 
-# ensure_venv [extra]: .venv with lmsync installed (editable), reinstalled when pyproject.toml changes.
+# ensure_venv [dev]: .venv with lmsync's dependencies installed from the lock, every one pinned
+# and checked against its hashes (requirements.lock; requirements-dev.lock with "dev"), then
+# lmsync itself (editable, no dependency of its own). Reinstalled when the lock or pyproject.toml
+# changes. scripts/lock.sh regenerates the locks.
 ensure_venv() {
-    local extra="${1:-}" spec="." stamp
-    [ -n "$extra" ] && spec=".[$extra]"
+    local extra="${1:-}" lock stamp
+    case "$extra" in
+        "") lock=requirements.lock ;;
+        dev) lock=requirements-dev.lock ;;
+        *) echo "ensure_venv: unknown extra '$extra'" >&2; return 1 ;;
+    esac
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv 2>/dev/null || { apt_install python3-venv && python3 -m venv .venv; }
     fi
-    stamp="$(sha256sum pyproject.toml | cut -c1-16)-$extra"
+    stamp="$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)-$extra"
     if [ "$(cat .venv/.lmsync-stamp 2>/dev/null)" != "$stamp" ]; then
-        echo "==> installing lmsync and its dependencies into .venv"
-        .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-        .venv/bin/python -m pip install -q -e "$spec" 2>&1 | grep -v '^WARNING: Location' || true
+        echo "==> installing lmsync and its pinned dependencies ($lock) into .venv"
+        _venv_pip install -q --upgrade pip
+        _venv_pip install -q --require-hashes -r "$lock"
+        # setuptools comes from the lock: the build fetches nothing unpinned.
+        _venv_pip install -q --no-deps --no-build-isolation -e .
         .venv/bin/python -c "import lmsync" || { echo "installation failed" >&2; return 1; }
         echo "$stamp" > .venv/.lmsync-stamp
     fi
+}
+
+# _venv_pip ARGS: .venv's pip; its output without the warnings about index locations a machine's
+# pip configuration names but lacks; fails when pip fails.
+_venv_pip() {
+    local log rc=0
+    log="$(mktemp)"
+    .venv/bin/python -m pip "$@" >"$log" 2>&1 || rc=$?
+    grep -v '^WARNING: Location' "$log" >&2 || true
+    rm -f "$log"
+    return "$rc"
 }
 
 # ensure_postgres: a PostgreSQL reachable on 127.0.0.1:5432 for the test suite; started (or, on a

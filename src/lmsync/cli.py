@@ -1,8 +1,14 @@
-"""The ``lmsync`` command line: database, server, accounts, logins, tokens, employees (imports
-and the lifecycle: terminate, change or cancel a termination, rehire) and the demo."""
+"""The lmsync command line: database, server, accounts, logins, tokens, employees (imports and
+the lifecycle: terminate, change or cancel a termination, rehire) and the demo.
+
+Commands that use the database say which on stderr ("using database ..."): LMSYNC_DATABASE_URL,
+else the database of a demo running on the data directory (LMSYNC_DATA_DIR, default ./.lmsync),
+else lmsync.sqlite3 in the data directory.
+"""
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -13,9 +19,13 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
+from lmsync import i18n
+from lmsync.demo import demo_database, running_demo
 from lmsync.domain.accounts import AccountCreateIn, AccountPatchIn
 from lmsync.domain.employees import (
     CancelTerminationIn,
@@ -40,10 +50,10 @@ from lmsync.lms.base import Finding
 from lmsync.lms.registry import Connectors
 from lmsync.log_config import configure
 from lmsync.security import SecretBox
-from lmsync.settings import Settings
+from lmsync.settings import DEFAULT_DATABASE_FILE, Settings
 from lmsync.storage import migrate
 from lmsync.storage.database import make_engine, make_session_factory, transaction
-from lmsync.storage.tables import Employee, SyncRun
+from lmsync.storage.tables import Account, Employee, Membership, SyncRun
 from lmsync.sync.engine import RunOptions, RunSummary, SyncEngine
 from lmsync.sync.held_back import SWITCH_LABELS
 from lmsync.sync.service import SyncService
@@ -64,16 +74,68 @@ app.add_typer(lms_app, name="lms")
 
 OPERATOR = Principal(user_id="cli", email="cli", is_operator=True, account_id=None, role=None)
 
+# Exit codes (documented in the commands' --help and the README): 0 success, 1 an error, 2 a
+# usage error (click's), then one per situation a script may want to tell apart.
+EXIT_ERROR = 1
+EXIT_ROWS_REJECTED = 3  # employees import: some rows refused, the others imported
+EXIT_FILE_MISSING = 4  # employees import: the file does not exist or cannot be read
+EXIT_BAD_FILE = 5  # employees import: the file refused as a whole (bad header...), nothing written
 
-def _fail(message: str) -> typer.Exit:
+
+def _fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
+    return typer.Exit(code)
+
+
+def _shown(url: str) -> str:
+    """A database URL without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"//([^/:@]*):[^/@]*@", r"//\1:***@", url)
+
+
+def _database_url(settings: Settings, *, follow_demo: bool = True) -> str:
+    """The database a command uses, said on stderr (without its password).
+
+    LMSYNC_DATABASE_URL when set; else, with ``follow_demo``, the database of a demo running on
+    the data directory (so that commands run next to ``lmsync demo`` act on it); else the data
+    directory's lmsync.sqlite3.
+    """
+    if settings.database_url:
+        url, note = settings.database_url, ""
+    else:
+        demo = running_demo(settings.data_dir)
+        if demo is not None and follow_demo:
+            url = demo.database_url
+            note = " (the running demo's: a new lmsync demo starts it afresh)"
+        else:
+            url, note = settings.resolved_database_url(), ""
+            if demo is not None:
+                note = f" (a demo is running on {demo.database_url})"
+            elif (
+                demo_database(settings.data_dir).exists()
+                and not (settings.data_dir / DEFAULT_DATABASE_FILE).exists()
+            ):
+                note = (
+                    f" (not the demo's, which is not running; to use it: "
+                    f"LMSYNC_DATABASE_URL=sqlite:///{demo_database(settings.data_dir)})"
+                )
+    typer.echo(f"using database {_shown(url)}{note}", err=True)
+    return url
+
+
+def _settings(*, follow_demo: bool = True) -> Settings:
+    """The settings with the database the command uses (see ``_database_url``)."""
+    settings = Settings()
+    url = _database_url(settings, follow_demo=follow_demo)
+    return settings.model_copy(update={"database_url": url})
 
 
 @contextmanager
 def _database() -> Iterator[sessionmaker[Session]]:
-    """Sessions on the configured database (schema upgraded first); domain errors exit 1."""
-    settings = Settings()
+    """Sessions on the command's database (schema upgraded first); domain errors exit 1."""
+    settings = _settings()
     engine = make_engine(settings.resolved_database_url())
     try:
         migrate.upgrade(engine)
@@ -100,8 +162,7 @@ def _session() -> Iterator[Session]:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the schema to the latest migration."""
-    settings = Settings()
-    engine = make_engine(settings.resolved_database_url())
+    engine = make_engine(_settings().resolved_database_url())
     migrate.upgrade(engine)
     engine.dispose()
     typer.echo("database is up to date")
@@ -116,7 +177,7 @@ def serve(
         typer.Option(
             "--worker/--no-worker",
             help="Also carry out sync work in this process (--no-worker: the web tier only, "
-            "with `lmsync worker` processes elsewhere; procrastinate queue only).",
+            "with lmsync worker processes elsewhere; procrastinate queue only).",
         ),
     ] = True,
 ) -> None:
@@ -125,7 +186,8 @@ def serve(
 
     from lmsync.web.app import create_app
 
-    settings = Settings()
+    # The server never follows a running demo: it would serve the demo's database for good.
+    settings = _settings(follow_demo=False)
     configure(settings.log_level, json=settings.log_json)
     if not worker and wiring.deferrer_for(settings) is None:
         raise _fail("--no-worker needs the PostgreSQL job queue (a PostgreSQL database)")
@@ -161,7 +223,7 @@ def worker_command(
     from lmsync.jobs import worker as jobs_worker
     from lmsync.jobs.runner import JobRunner
 
-    settings = Settings()
+    settings = _settings(follow_demo=False)
     configure(settings.log_level, json=settings.log_json)
     try:
         deferrer = wiring.deferrer_for(settings)
@@ -225,6 +287,87 @@ def account_enable_sync(account: Annotated[str, typer.Argument(help="Account id.
     with _session() as session:
         accounts.update_account(session, OPERATOR, account, AccountPatchIn(user_sync_enabled=True))
         typer.echo(f"user synchronization enabled for {account}")
+
+
+@account_app.command("list")
+def account_list() -> None:
+    """List the accounts: id, name, company, employees (all, leavers and terminated included),
+    logins that are members, whether user synchronization is on, and the pages' language."""
+    with _session() as session:
+        employees = (
+            select(Employee.account_id, func.count().label("n"))
+            .group_by(Employee.account_id)
+            .subquery()
+        )
+        members = (
+            select(Membership.account_id, func.count().label("n"))
+            .group_by(Membership.account_id)
+            .subquery()
+        )
+        rows = session.execute(
+            select(
+                Account,
+                func.coalesce(employees.c.n, 0),
+                func.coalesce(members.c.n, 0),
+            )
+            .outerjoin(employees, employees.c.account_id == Account.id)
+            .outerjoin(members, members.c.account_id == Account.id)
+            .order_by(Account.name, Account.id)
+        ).all()
+    if not rows:
+        typer.echo("no accounts yet (lmsync account create makes one)", err=True)
+        return
+    _print_table(
+        ["ID", "NAME", "COMPANY", "EMPLOYEES", "MEMBERS", "SYNC", "LANGUAGE"],
+        [
+            [
+                account.id,
+                account.name,
+                account.company_name,
+                str(n_employees),
+                str(n_members),
+                "on" if account.user_sync_enabled else "off",
+                account.ui_language or "default",
+            ]
+            for account, n_employees, n_members in rows
+        ],
+        numeric={3, 4},
+    )
+
+
+def _print_table(header: list[str], rows: list[list[str]], *, numeric: set[int]) -> None:
+    """Columns padded to their widest cell (numbers on the right), two spaces apart."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        typer.echo("  ".join(cells).rstrip())
+
+
+@account_app.command("language")
+def account_language(
+    account: Annotated[str, typer.Argument(help="Account id.")],
+    language: Annotated[
+        str,
+        typer.Argument(
+            help="en, fr_CA, or default (each browser's language).", metavar="en|fr_CA|default"
+        ),
+    ],
+) -> None:
+    """Set the language of lmsync's pages and emails for an account's users (a user's own
+    choice still wins). Not the employees' language sent to the LMS."""
+    if language == "default":
+        chosen: i18n.Language | None = None
+    else:
+        chosen = i18n.supported(language)
+        if chosen is None:
+            raise _fail(f"unknown language {language!r}: use en, fr_CA or default")
+    with _session() as session:
+        accounts.get_account(session, account).ui_language = chosen
+    shown = chosen or "default (each browser's language)"
+    typer.echo(f"language of account {account}: {shown}")
 
 
 @user_app.command("create")
@@ -294,7 +437,7 @@ def token_revoke() -> None:
 
 @employees_app.command("import")
 def employees_import(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    file: Annotated[Path, typer.Argument(help="The CSV file.")],
     account: Annotated[str, typer.Option(help="Account id.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check only; write nothing.")] = False,
 ) -> None:
@@ -302,14 +445,25 @@ def employees_import(
 
     Rows are committed 500 at a time, as the server's background imports are: the server stays
     responsive, and Ctrl-C keeps the rows already committed (the import is then "interrupted").
+
+    Exit codes: 0 every row imported (or, with --dry-run, importable); 1 an error (e.g. an
+    unknown account, an import that failed or was interrupted); 2 a wrong option; 3 some rows
+    were rejected (each listed with its line; the others were imported); 4 the file does not
+    exist or cannot be read; 5 the file was refused as a whole, nothing imported (a bad header:
+    unknown, missing or repeated columns; or an empty file, not UTF-8, broken CSV, too large).
     """
-    content = file.read_bytes()
+    try:
+        content = file.read_bytes()
+    except FileNotFoundError as exc:
+        raise _fail(f"no such file: {file}", EXIT_FILE_MISSING) from exc
+    except OSError as exc:
+        raise _fail(f"cannot read {file}: {exc.strerror or exc}", EXIT_FILE_MISSING) from exc
     if dry_run:
-        with _session() as session:
+        with _session() as session, _file_refused():
             report = csv_import.import_employees(session, None, account, content, dry_run=True)
         _print_report("would import", len(report.imported), report.rejected)
         if report.rejected:
-            raise typer.Exit(2)
+            raise typer.Exit(EXIT_ROWS_REJECTED)
         return
     rejected: list[csv_import.RejectedRow] = []
     show_progress = sys.stderr.isatty()
@@ -320,7 +474,7 @@ def employees_import(
             typer.echo(f"\r{chunk.done_rows}/{chunk.total_rows} rows", nl=False, err=True)
 
     try:
-        with _database() as sessions:
+        with _database() as sessions, _file_refused():
             row = imports.run_in_foreground(sessions, None, account, content, on_chunk=on_chunk)
     finally:
         if show_progress:
@@ -329,7 +483,20 @@ def employees_import(
     if row.status != "succeeded":
         raise _fail(f"import {row.id} {row.status}: {row.message}")
     if rejected:
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_ROWS_REJECTED)
+
+
+@contextmanager
+def _file_refused() -> Iterator[None]:
+    """A file refused as a whole (its header, encoding, CSV syntax, size): the errors, exit 5."""
+    try:
+        yield
+    except ValidationFailed as exc:
+        if not exc.errors or any(error.field != "file" for error in exc.errors):
+            raise
+        for error in exc.errors:
+            typer.echo(f"error: {error.message}; nothing imported", err=True)
+        raise typer.Exit(EXIT_BAD_FILE) from exc
 
 
 def _print_report(verb: str, imported: int, rejected: list[csv_import.RejectedRow]) -> None:
@@ -450,7 +617,7 @@ def _model(model: type[Model], raw: dict[str, Any]) -> Model:
 
 
 def _sync_service() -> tuple[SyncService, Engine]:
-    settings = Settings()
+    settings = _settings()
     engine = make_engine(settings.resolved_database_url())
     migrate.upgrade(engine)
     sessions = make_session_factory(engine)
@@ -690,12 +857,27 @@ def _run_with_progress(service: SyncService, account: str, options: RunOptions) 
 
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of the pages and the API (0: any free).")
+    ] = 8000,
+    lms_port: Annotated[
+        int,
+        typer.Option(min=0, max=65535, help="Port of the embedded SCIM LMS (0: any free one)."),
+    ] = 0,
 ) -> None:
-    """Set up a demo account with employees and a manager login, then serve on 127.0.0.1."""
-    from lmsync.demo import run_demo
+    """Set up a demo account with employees and a manager login, then serve on 127.0.0.1.
 
-    run_demo(Settings(), port=port)
+    The demo's database is demo.sqlite3 in the data directory (LMSYNC_DATA_DIR, default
+    ./.lmsync), recreated at each start; lmsync commands run with the same data directory use it
+    while the demo runs. A port in use stops the demo before it changes anything (exit code 6),
+    and so does another demo running on the same data directory (exit code 7).
+    """
+    from lmsync.demo import DemoCannotStart, run_demo
+
+    try:
+        run_demo(Settings(), port=port, lms_port=lms_port)
+    except DemoCannotStart as exc:
+        raise _fail(exc.message, exc.exit_code) from exc
 
 
 def main() -> None:

@@ -3,24 +3,35 @@
 A fresh SQLite database, an embedded SCIM LMS (scim2-server, in memory) that already holds a few
 users, a demo account whose ~50 employees exercise every rule, the first activation's dry-run
 preview, the real activation, then the API (and the sync worker) served on loopback.
+
+Before it touches anything the demo takes its ports (the pages' port is bound and kept for the
+server, the embedded LMS's is checked) and a lock on ``demo.lock`` in the data directory, which it
+holds while it runs: a second demo on the same ports or the same data directory stops with an
+error instead of deleting the running demo's database. The lock also tells the command line
+which database a running demo uses (``running_demo``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import json
+import os
 import secrets
+import socket
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
-import httpx
 import typer
-import uvicorn
 from sqlalchemy.orm import Session
 
 from lmsync.domain.accounts import AccountCreateIn
 from lmsync.domain.employees import RehireIn, TerminateIn
 from lmsync.domain.interface import InterfaceIn
 from lmsync.hr import accounts, employees
-from lmsync.lms.embedded import EmbeddedLms
 from lmsync.log_config import configure
 from lmsync.security import SecretBox
 from lmsync.settings import Settings
@@ -28,6 +39,13 @@ from lmsync.storage import migrate
 from lmsync.storage.database import make_engine, make_session_factory, transaction
 from lmsync.sync.engine import RunOptions, RunSummary, SyncEngine
 from lmsync.sync.service import SyncService
+
+HOST = "127.0.0.1"
+DATABASE_FILE = "demo.sqlite3"
+LOCK_FILE = "demo.lock"
+# Exit codes of `lmsync demo` when it cannot start (documented in its --help and the README).
+EXIT_PORT_IN_USE = 6
+EXIT_ALREADY_RUNNING = 7
 
 DEMO_ACCOUNT = "lmsync demo"
 MANAGER = "hr.manager@demo.example"
@@ -195,10 +213,148 @@ def _print_counts(title: str, summary: RunSummary) -> None:
         typer.echo(f"  {summary.counts.get(key, 0):>4}  {label}")
 
 
+class DemoCannotStart(Exception):
+    """The demo stopped before touching anything; ``exit_code`` says why."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class RunningDemo:
+    """A demo that holds the lock of a data directory: its database, and what it said of itself
+    (None while it is starting)."""
+
+    database: Path
+    pid: int | None
+    pages_url: str | None
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.database}"
+
+
+def demo_database(data_dir: Path) -> Path:
+    """Where ``lmsync demo`` keeps its database."""
+    return data_dir / DATABASE_FILE
+
+
+def running_demo(data_dir: Path) -> RunningDemo | None:
+    """The demo running on this data directory, if one is (it holds ``demo.lock``)."""
+    try:
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # held: a demo runs
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None  # a stopped demo's lock file
+        with os.fdopen(os.dup(fd), encoding="utf-8") as file:
+            raw = file.read()
+    finally:
+        os.close(fd)
+    try:
+        said = json.loads(raw)
+        pid, pages_url = int(said["pid"]), str(said["pages_url"])
+    except (ValueError, KeyError, TypeError):
+        pid, pages_url = None, None  # still starting: it has not written them yet
+    return RunningDemo(demo_database(data_dir), pid, pages_url)
+
+
+def _listen(port: int) -> socket.socket:
+    """The pages' socket, bound now and handed to the server (no one can take it in between)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise _port_refused(port, "its pages and API", "--port", exc) from exc
+    return sock
+
+
+def _check_free(port: int) -> None:
+    """The embedded LMS's port is free (it binds it itself a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError as exc:
+            raise _port_refused(port, "its embedded LMS", "--lms-port", exc) from exc
+
+
+def _port_refused(port: int, what: str, option: str, exc: OSError) -> DemoCannotStart:
+    busy = exc.errno == errno.EADDRINUSE
+    reason = "is already in use (another lmsync demo?)" if busy else f"cannot be used: {exc}"
+    return DemoCannotStart(
+        f"the demo cannot start: port {port} on {HOST}, for {what}, {reason}. Nothing was "
+        f"changed. Stop the program that uses it (a demo stops with Ctrl-C), or choose another "
+        f"port with {option}.",
+        EXIT_PORT_IN_USE,
+    )
+
+
+def _lock(data_dir: Path) -> IO[str]:
+    """Take the data directory's demo lock, held (by the open file) while the demo runs."""
+    file = (data_dir / LOCK_FILE).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.close()
+        other = running_demo(data_dir)
+        where = ""
+        if other is not None and other.pid is not None:
+            where = f" (process {other.pid}, pages at {other.pages_url})"
+        raise DemoCannotStart(
+            f"the demo cannot start: another lmsync demo is running on the data directory "
+            f"{data_dir}{where}. Its database was left alone. Use that demo, stop it (Ctrl-C in "
+            f"its terminal), or run this one on another data directory and port, e.g. "
+            f"LMSYNC_DATA_DIR=/tmp/lmsync-demo2 lmsync demo --port 8001.",
+            EXIT_ALREADY_RUNNING,
+        ) from None
+    return file
+
+
+def _say_running(lock: IO[str], pages_url: str) -> None:
+    lock.seek(0)
+    lock.truncate()
+    lock.write(json.dumps({"pid": os.getpid(), "pages_url": pages_url}))
+    lock.flush()
+
+
 def run_demo(settings: Settings, *, port: int = 8000, lms_port: int = 0) -> None:
+    """Set up and serve the demo; ``DemoCannotStart`` (nothing touched) when a port it needs or
+    its data directory is taken. Port 0: any free port."""
+    web = _listen(port)
+    try:
+        if lms_port:
+            _check_free(lms_port)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # personal data, the key
+        lock = _lock(settings.data_dir)
+        try:
+            _run(settings, web, lms_port, lock)
+        finally:
+            lock.close()  # releases the lock; the file stays (removing it would race a starter)
+    finally:
+        web.close()
+
+
+def _run(settings: Settings, web: socket.socket, lms_port: int, lock: IO[str]) -> None:
+    import httpx
+    import uvicorn
+
+    from lmsync.lms.embedded import EmbeddedLms
+    from lmsync.web.app import create_app
+
     configure(settings.log_level, json=settings.log_json)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = settings.data_dir / "demo.sqlite3"
+    database = demo_database(settings.data_dir)
     for path in (
         database,
         database.with_suffix(".sqlite3-wal"),
@@ -206,6 +362,8 @@ def run_demo(settings: Settings, *, port: int = 8000, lms_port: int = 0) -> None
     ):
         path.unlink(missing_ok=True)  # the embedded LMS starts empty: so does the demo's database
     settings = settings.model_copy(update={"database_url": f"sqlite:///{database}"})
+    base = f"http://{HOST}:{web.getsockname()[1]}"
+    _say_running(lock, f"{base}/")
     lms_token = secrets.token_urlsafe(16)
     password = _readable_password()
     lms = EmbeddedLms(port=lms_port, token=lms_token)
@@ -237,7 +395,6 @@ def run_demo(settings: Settings, *, port: int = 8000, lms_port: int = 0) -> None
         _print_counts(f"First activation — done ({done.status}):", done)
         service.close()
         engine.dispose()
-        base = f"http://127.0.0.1:{port}"
         typer.echo(
             f"\nlmsync demo — account '{DEMO_ACCOUNT}', 50 employees, LMS at {lms.base_url}\n"
             f"  pages      : {base}/  (sign in below)\n"
@@ -245,15 +402,18 @@ def run_demo(settings: Settings, *, port: int = 8000, lms_port: int = 0) -> None
             f"  login      : {MANAGER} / {password}   (viewer: {VIEWER}, same password)\n"
             f"  API token  : {token}\n"
             f"  LMS token  : {lms_token}\n"
+            f"  database   : sqlite:///{database}\n"
             f"  try        : curl -H 'Authorization: Bearer {token}' {base}/api/v1/lms/runs\n"
+            f"  CLI        : lmsync account list   (run from here, or with the same "
+            "LMSYNC_DATA_DIR: the lmsync commands use the running demo's database)\n"
             "Hire, edit or terminate employees in the pages or the API: the LMS follows within "
             "seconds.\n"
             "Ctrl-C stops the demo.\n"
         )
-        from lmsync.web.app import create_app
-
-        uvicorn.run(
-            create_app(settings, poll_seconds=1.0), host="127.0.0.1", port=port, log_level="warning"
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(settings, poll_seconds=1.0), log_level="warning")
         )
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises it once stopped
+            server.run(sockets=[web])
     finally:
         lms.stop()

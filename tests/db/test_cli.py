@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
+import typer
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from lmsync.cli import app
+from lmsync.domain.accounts import AccountCreateIn
+from lmsync.hr import accounts
 from lmsync.settings import Settings
+from lmsync.storage import migrate
+from lmsync.storage.database import make_engine, make_session_factory, transaction
+from lmsync.storage.tables import Account, Employee
 from lmsync.web.app import create_app
 from tests.api.test_import_api import TEN_ROWS
 
 
 def run(cli: CliRunner, *args: str, input: str | None = None, code: int = 0) -> str:
+    """A command's output (stdout and stderr), less the "using database" line that every command
+    using the database writes on stderr."""
     result = cli.invoke(app, list(args), input=input)
     assert result.exit_code == code, (result.output, result.exception)
-    return result.output.strip()
+    # An error is a message and an exit code, never an exception that escaped the command.
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        result.output,
+        result.exc_info,
+    )
+    lines = result.output.splitlines()
+    return "\n".join(line for line in lines if not line.startswith("using database ")).strip()
 
 
 def test_cli_end_to_end(cli: CliRunner, database_url: str, tmp_path: Path) -> None:
@@ -43,9 +65,9 @@ def test_cli_end_to_end(cli: CliRunner, database_url: str, tmp_path: Path) -> No
 
     csv_file = tmp_path / "employees.csv"
     csv_file.write_text(TEN_ROWS, encoding="utf-8")
-    dry = run(cli, "employees", "import", str(csv_file), "--account", account, "--dry-run", code=2)
+    dry = run(cli, "employees", "import", str(csv_file), "--account", account, "--dry-run", code=3)
     assert dry.splitlines()[0] == "would import 7 employees; rejected 3"
-    out = run(cli, "employees", "import", str(csv_file), "--account", account, code=2)
+    out = run(cli, "employees", "import", str(csv_file), "--account", account, code=3)
     assert out.splitlines()[0] == "imported 7 employees; rejected 3"
     assert "line 6: home_phone: not a phone number" in out
 
@@ -138,3 +160,213 @@ def test_cli_terminations(cli: CliRunner, database_url: str, tmp_path: Path) -> 
         cli, "employees", "terminate", "E-404", "--account", account, "--date", later, code=1
     )
     assert "no employee 'E-404'" in unknown
+
+
+# -- exit codes of employees import --------------------------------------------------------------
+
+
+def _employee_count(database_url: str) -> int:
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            return len(session.scalars(select(Employee.id)).all())
+    finally:
+        engine.dispose()
+
+
+def test_import_exit_codes(cli: CliRunner, database_url: str, tmp_path: Path) -> None:
+    account = run(cli, "account", "create", "--name", "Acme", "--company", "Acme inc.")
+    imports = ("employees", "import")
+    missing = run(cli, *imports, str(tmp_path / "nope.csv"), "--account", account, code=4)
+    assert missing == f"error: no such file: {tmp_path / 'nope.csv'}"
+    unreadable = run(cli, *imports, str(tmp_path), "--account", account, code=4)
+    assert unreadable.startswith(f"error: cannot read {tmp_path}")
+
+    bad_header = tmp_path / "bad.csv"
+    bad_header.write_text("employee_number,first_name,surname\nE-1,Ann,Lee\n", encoding="utf-8")
+    for extra in ([], ["--dry-run"]):
+        out = run(cli, *imports, str(bad_header), "--account", account, *extra, code=5)
+        assert "error: unknown columns: surname" in out
+        assert "nothing imported" in out
+    no_last_name = tmp_path / "short.csv"
+    no_last_name.write_text("employee_number,first_name\nE-1,Ann\n", encoding="utf-8")
+    out = run(cli, *imports, str(no_last_name), "--account", account, code=5)
+    assert "error: missing required columns: last_name; nothing imported" in out
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    assert "file is empty" in run(cli, *imports, str(empty), "--account", account, code=5)
+    assert _employee_count(database_url) == 0
+
+    some_bad = tmp_path / "some.csv"
+    some_bad.write_text(
+        "employee_number,first_name,last_name,home_phone\nE-1,Ann,Lee,\nE-2,Bob,Roy,abc\n",
+        encoding="utf-8",
+    )
+    dry = run(cli, *imports, str(some_bad), "--account", account, "--dry-run", code=3)
+    assert dry.splitlines()[0] == "would import 1 employees; rejected 1"
+    done = run(cli, *imports, str(some_bad), "--account", account, code=3)
+    assert done.splitlines()[0] == "imported 1 employees; rejected 1"
+    assert "line 3: home_phone: not a phone number" in done
+    assert _employee_count(database_url) == 1
+
+    good = tmp_path / "good.csv"
+    good.write_text("employee_number,first_name,last_name\nE-3,Cy,Oh\n", encoding="utf-8")
+    assert run(cli, *imports, str(good), "--account", account) == "imported 1 employees; rejected 0"
+    unknown = run(cli, *imports, str(good), "--account", "nope", code=1)
+    assert "account not found" in unknown
+    usage = run(cli, *imports, str(good), code=2)  # click's usage error: --account missing
+    assert "--account" in usage
+
+
+# -- account list and language -------------------------------------------------------------------
+
+
+def test_account_list_and_language(cli: CliRunner, database_url: str, tmp_path: Path) -> None:
+    assert "no accounts yet" in run(cli, "account", "list")
+    acme = run(cli, "account", "create", "--name", "Acme", "--company", "Acme inc.")
+    zed = run(cli, "account", "create", "--name", "Zed", "--company", "Zed ltée")
+    run(cli, "user", "create", "--email", "hr@acme.example", "--account", acme)
+    run(cli, "user", "create", "--email", "v@acme.example", "--account", acme, "--role", "viewer")
+    run(cli, "account", "enable-sync", acme)
+    csv_file = tmp_path / "e.csv"
+    csv_file.write_text(
+        "employee_number,first_name,last_name\nE-1,Ann,Lee\nE-2,Bob,Roy\nE-3,Cy,Oh\n",
+        encoding="utf-8",
+    )
+    run(cli, "employees", "import", str(csv_file), "--account", acme)
+
+    table = run(cli, "account", "list").splitlines()
+    assert re.split(r"\s{2,}", table[0]) == [
+        "ID",
+        "NAME",
+        "COMPANY",
+        "EMPLOYEES",
+        "MEMBERS",
+        "SYNC",
+        "LANGUAGE",
+    ]
+    assert re.split(r"\s{2,}", table[1]) == [acme, "Acme", "Acme inc.", "3", "2", "on", "default"]
+    assert re.split(r"\s{2,}", table[2]) == [zed, "Zed", "Zed ltée", "0", "0", "off", "default"]
+    assert table[1].index("Acme inc.") == table[2].index("Zed ltée") == table[0].index("COMPANY")
+
+    assert run(cli, "account", "language", acme, "fr_CA") == f"language of account {acme}: fr_CA"
+    assert run(cli, "account", "language", zed, "fr-CA").endswith(": fr_CA")
+    assert run(cli, "account", "language", zed, "en").endswith(": en")
+    assert _ui_languages(database_url) == {acme: "fr_CA", zed: "en"}
+    assert run(cli, "account", "list").splitlines()[1].endswith("fr_CA")
+    default = run(cli, "account", "language", zed, "default")
+    assert default == f"language of account {zed}: default (each browser's language)"
+    assert _ui_languages(database_url) == {acme: "fr_CA", zed: None}
+    refused = run(cli, "account", "language", zed, "de", code=1)
+    assert refused == "error: unknown language 'de': use en, fr_CA or default"
+    assert "account not found" in run(cli, "account", "language", "nope", "en", code=1)
+
+
+def _ui_languages(database_url: str) -> dict[str, str | None]:
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            return {a.id: a.ui_language for a in session.scalars(select(Account))}
+    finally:
+        engine.dispose()
+
+
+# -- help without reStructuredText markup --------------------------------------------------------
+
+
+def _command_paths(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every command and group under ``command`` (Typer's own click: duck-typed)."""
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _command_paths(sub, (*path, name))
+
+
+COMMANDS = list(_command_paths(typer.main.get_command(app)))
+
+
+def test_every_command_is_listed() -> None:
+    names = {" ".join(path) for path in COMMANDS}
+    assert {"", "demo", "account list", "account language", "employees import"} <= names
+    assert len(names) > 20
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "lmsync")
+def test_help_has_no_markup(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    for markup in ("``", "`", ":func:", ":class:", ":meth:", ":mod:", ":attr:", "::"):
+        assert markup not in result.output, (markup, result.output)
+
+
+# -- which database ------------------------------------------------------------------------------
+
+
+def test_the_database_is_said_on_stderr_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "postgresql+psycopg://lmsync:s3cret-pw@127.0.0.1:1/lmsync"  # nothing listens on port 1
+    monkeypatch.setenv("LMSYNC_DATABASE_URL", url)
+    result = CliRunner().invoke(app, ["account", "list"])
+    assert result.exit_code == 1  # cannot connect
+    assert result.stderr.splitlines()[0] == (
+        "using database postgresql+psycopg://lmsync:***@127.0.0.1:1/lmsync"
+    )
+    assert "s3cret-pw" not in result.output
+
+
+def test_commands_say_which_database(cli: CliRunner, database_url: str) -> None:
+    result = cli.invoke(app, ["account", "create", "--name", "A", "--company", "A inc."])
+    assert result.exit_code == 0
+    assert result.stderr.startswith("using database ")
+    assert len(result.stdout.strip()) == 36  # stdout: only the id, for scripts
+    assert "\nusing database" not in "\n" + cli.invoke(app, ["--help"]).output  # no database
+
+
+@contextmanager
+def _demo_running(data_dir: Path, database: Path) -> Iterator[None]:
+    """What a running ``lmsync demo`` leaves: its database and the lock it holds."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(f"sqlite:///{database}")
+    migrate.upgrade(engine)
+    with transaction(make_session_factory(engine)) as session:
+        accounts.create_account(
+            session, AccountCreateIn(name="lmsync demo", company_name="Démo inc.")
+        )
+    engine.dispose()
+    with (data_dir / "demo.lock").open("a+", encoding="utf-8") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write(json.dumps({"pid": 4242, "pages_url": "http://127.0.0.1:8123/"}))
+        lock.flush()
+        yield
+
+
+def test_commands_next_to_a_running_demo_use_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = tmp_path / ".lmsync"
+    monkeypatch.chdir(tmp_path)  # the default data directory: ./.lmsync
+    monkeypatch.delenv("LMSYNC_DATA_DIR", raising=False)
+    monkeypatch.setenv("LMSYNC_DATABASE_URL", "")
+    cli = CliRunner()
+    demo_db = data_dir / "demo.sqlite3"
+    with _demo_running(data_dir, demo_db):
+        listed = cli.invoke(app, ["account", "list"])
+        assert listed.exit_code == 0, listed.output
+        assert "lmsync demo" in listed.stdout
+        assert listed.stderr.startswith(
+            f"using database sqlite:///{demo_db} (the running demo's: a new lmsync demo starts "
+            "it afresh)"
+        )
+        served = Settings(data_dir=data_dir, database_url=None)
+        assert served.resolved_database_url().endswith("lmsync.sqlite3")  # the server's own
+
+    stopped = cli.invoke(app, ["account", "list"])  # the demo stopped: its lock is free
+    assert stopped.exit_code == 0, stopped.output
+    assert "lmsync demo" not in stopped.stdout
+    own = data_dir / "lmsync.sqlite3"
+    assert stopped.stderr.startswith(
+        f"using database sqlite:///{own} (not the demo's, which is not running; to use it: "
+        f"LMSYNC_DATABASE_URL=sqlite:///{demo_db})"
+    )
+    assert "no accounts yet" in stopped.stderr

@@ -1,7 +1,10 @@
-"""``lmsync demo`` as a user runs it: a process with its own LMS, a login, Ctrl-C to stop."""
+"""``lmsync demo`` as a user runs it: a process with its own LMS, a login, Ctrl-C to stop; and a
+second demo that finds its port or its data directory taken and leaves the first one alone."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import signal
@@ -9,10 +12,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
+from typer.testing import CliRunner
 
+from lmsync.cli import app
+from lmsync.demo import EXIT_ALREADY_RUNNING, EXIT_PORT_IN_USE
 from tests.integration.conftest import wait_for
 
 
@@ -35,6 +43,7 @@ def test_demo_activates_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     ) as proc:
         try:
             _check_demo(proc, port)
+            _check_second_demo_refused(tmp_path, port)
         finally:
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=20)
@@ -95,8 +104,115 @@ def _check_demo(proc: subprocess.Popen[str], port: int) -> None:
     )
 
 
+def _check_second_demo_refused(data_dir: Path, port: int) -> None:
+    """A second demo on the same port, or on the same data directory, stops with its exit code
+    and deletes nothing; the lmsync commands run there use the running demo's database."""
+    database = data_dir / "demo.sqlite3"
+    before = database.stat()
+    env = {**os.environ, "LMSYNC_DATA_DIR": str(data_dir), "LMSYNC_DATABASE_URL": ""}
+    lmsync = [sys.executable, "-m", "lmsync"]
+    same_port = subprocess.run(
+        [*lmsync, "demo", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert same_port.returncode == EXIT_PORT_IN_USE, same_port.stderr
+    assert f"port {port} on 127.0.0.1, for its pages and API, is already in use" in (
+        same_port.stderr
+    )
+    other_port = subprocess.run(
+        [*lmsync, "demo", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert other_port.returncode == EXIT_ALREADY_RUNNING, other_port.stderr
+    assert f"another lmsync demo is running on the data directory {data_dir}" in (other_port.stderr)
+    assert f"pages at http://127.0.0.1:{port}/" in other_port.stderr
+    assert database.stat().st_ino == before.st_ino
+    assert database.stat().st_size >= before.st_size
+    listed = subprocess.run(
+        [*lmsync, "account", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert f"using database sqlite:///{database} (the running demo's" in listed.stderr
+    [row] = listed.stdout.splitlines()[1:]
+    assert re.split(r"\s{2,}", row)[1:5] == ["lmsync demo", "Démo Cangaroo inc.", "50", "2"]
+    up = httpx.get(f"http://127.0.0.1:{port}/healthz")  # the first demo still serves
+    assert up.status_code == 200
+
+
 def _up(base: str) -> bool:
     try:
         return httpx.get(f"{base}/healthz").status_code == 200
     except httpx.TransportError:
         return False
+
+
+# -- a second demo stops before it touches anything (in-process: it fails before serving) --------
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The data directory of a demo that ran before: its database files, with content."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "demo.sqlite3").write_bytes(b"the running demo's database")
+    (data_dir / "demo.sqlite3-wal").write_bytes(b"its write-ahead log")
+    monkeypatch.setenv("LMSYNC_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("LMSYNC_DATABASE_URL", "")
+    return data_dir
+
+
+def _files(data_dir: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(data_dir.iterdir())}
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another program listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_a_taken_port_stops_the_demo_first(demo_dir: Path, taken_port: int) -> None:
+    before = _files(demo_dir)
+    result = CliRunner().invoke(app, ["demo", "--port", str(taken_port)])
+    assert result.exit_code == EXIT_PORT_IN_USE == 6
+    assert result.stderr.startswith(
+        f"error: the demo cannot start: port {taken_port} on 127.0.0.1, for its pages and API, "
+        "is already in use (another lmsync demo?). Nothing was changed."
+    )
+    assert "choose another port with --port" in result.stderr
+    assert _files(demo_dir) == before  # no lock file either: nothing was touched
+
+
+def test_a_taken_lms_port_stops_the_demo_first(demo_dir: Path, taken_port: int) -> None:
+    before = _files(demo_dir)
+    port = free_port()
+    result = CliRunner().invoke(app, ["demo", "--port", str(port), "--lms-port", str(taken_port)])
+    assert result.exit_code == EXIT_PORT_IN_USE
+    assert f"port {taken_port} on 127.0.0.1, for its embedded LMS, is already in use" in (
+        result.stderr
+    )
+    assert "with --lms-port" in result.stderr
+    assert _files(demo_dir) == before
+    with socket.socket() as s:  # the pages' port it had bound is free again
+        s.bind(("127.0.0.1", port))
+
+
+def test_a_demo_running_on_the_data_directory_stops_a_second_one(demo_dir: Path) -> None:
+    with (demo_dir / "demo.lock").open("a+", encoding="utf-8") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write(json.dumps({"pid": 4242, "pages_url": "http://127.0.0.1:8123/"}))
+        lock.flush()
+        before = _files(demo_dir)
+        result = CliRunner().invoke(app, ["demo", "--port", str(free_port())])
+        assert result.exit_code == EXIT_ALREADY_RUNNING == 7
+        assert result.stderr.startswith(
+            f"error: the demo cannot start: another lmsync demo is running on the data "
+            f"directory {demo_dir} (process 4242, pages at http://127.0.0.1:8123/). Its database "
+            "was left alone."
+        )
+        assert _files(demo_dir) == before
