@@ -20,17 +20,13 @@ PAGE_POLICY = (
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
 )
 
-# FastAPI's /docs (Swagger UI) and /redoc load their bundles from a CDN and start them with an
-# inline script; Redoc's search runs in a blob: worker. These pages hold no personal data and
-# need no login. Until their assets are vendored, they get this wider policy and nothing more.
+# The API docs (/docs Swagger UI, /redoc ReDoc; lmsync/web/api_docs.py) load only the bundles
+# vendored in static/api-docs and start from a static script. ReDoc builds its styles at run time
+# (<style> elements, so 'unsafe-inline' for styles only) and runs its search in a blob: worker.
+# These pages hold no personal data and need no login.
 DOCS_POLICY = (
-    "default-src 'self'; "
-    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src 'self' https://fonts.gstatic.com; "
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly "
-    "https://validator.swagger.io; "
-    "worker-src 'self' blob:; connect-src 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
 )
 
