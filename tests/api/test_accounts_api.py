@@ -23,6 +23,7 @@ def test_operator_creates_and_lists_accounts(client: TestClient, world: World) -
     )
     assert created.status_code == 201, created.text
     body = created.json()
+    assert created.headers["location"] == f"{API}/{body['id']}"
     assert body["default_language"] == "fr-CA"
     assert body["user_sync_enabled"] is False
     listed = client.get(API, headers=op).json()
@@ -140,6 +141,8 @@ def test_openapi_describes_every_endpoint(client: TestClient) -> None:
     assert expected <= present
     hire_op = paths["/api/v1/employees"]["post"]
     assert "application/problem+json" in hire_op["responses"]["422"]["content"]
+    for path in ("/api/v1/employees", "/api/v1/accounts"):
+        assert "Location" in paths[path]["post"]["responses"]["201"]["headers"], path
     schema = spec["components"]["schemas"]["EmployeeCreateIn"]["properties"]
     assert schema["first_name"]["examples"] == ["Zoë"]
     assert "exclude this employee from the Learning Management System" in str(

@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from lmsync import i18n
+from lmsync.i18n import _
 from lmsync.storage.tables import Employee, EmployeeEvent, IdempotencyRecord, utcnow
 from tests.conftest import World
 
@@ -58,6 +60,7 @@ def count_employees(engine: Engine) -> int:
 
 def test_hire_normalizes_and_marks_due(client: TestClient, world: World) -> None:
     body = hire(client, world.mhr_a)
+    assert "work_email_key" not in body
     assert body["first_name"] == "Zoë"
     assert body["last_name"] == "Lévesque-Ngô"
     assert body["language"] == "fr-CA"
@@ -75,6 +78,20 @@ def test_hire_normalizes_and_marks_due(client: TestClient, world: World) -> None
     got = client.get(f"{API}/{body['id']}", headers=World.auth(world.mhr_a))
     assert got.status_code == 200
     assert got.json() == body
+
+
+def test_hire_answers_with_the_employee_location(client: TestClient, world: World) -> None:
+    headers = {**World.auth(world.mhr_a), "Idempotency-Key": "hire-zoe-location"}
+    first = client.post(API, json=zoe(), headers=headers)
+    assert first.status_code == 201
+    location = first.headers["location"]
+    assert location == f"{API}/{first.json()['id']}"
+    assert client.get(location, headers=headers).json() == first.json()
+    replayed = client.post(API, json=zoe(), headers=headers)
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.headers["location"] == location
+    documented = client.get("/openapi.json").json()["paths"][API]["post"]["responses"]["201"]
+    assert "Location" in documented["headers"]
 
 
 def test_hire_excluded_is_not_due(client: TestClient, world: World) -> None:
@@ -98,7 +115,7 @@ def test_hire_defaults_hire_date_to_today(client: TestClient, world: World) -> N
         ("country", "Atlantis", 'unknown country "Atlantis"'),
         ("language", "french", "not a language tag"),
         ("hire_date", "2024-02-30", "date"),
-        ("lms_excluded", "maybe", "boolean"),
+        ("lms_excluded", "maybe", "true or false"),
         ("nickname", "Zed", "unknown field"),
     ],
 )
@@ -130,6 +147,103 @@ def test_all_field_errors_reported_at_once(client: TestClient, world: World) -> 
     }
 
 
+def test_a_type_error_comes_with_the_other_fields_errors(
+    client: TestClient, world: World, engine: Engine
+) -> None:
+    """pydantic's type errors and the domain's errors of the other fields, in one answer."""
+    auth = World.auth(world.mhr_a)
+    body = zoe(hire_date=5, work_email="bad@", first_name="", lms_excluded="maybe", nickname="Z")
+    response = client.post(API, json=body, headers=auth)
+    assert response.status_code == 422, response.text
+    codes = {e["field"]: e["code"] for e in response.json()["errors"]}
+    assert codes == {
+        "hire_date": "must be a date (YYYY-MM-DD)",
+        "lms_excluded": "must be true or false",
+        "nickname": "unknown field",
+        "first_name": "is required",
+        "work_email": "There must be something after the @-sign.",
+    }
+    # A wrongly typed country: the phones, read with it, are not judged.
+    no_country = client.post(API, json=zoe(country=5, home_phone="514 555-0199"), headers=auth)
+    assert [e["field"] for e in no_country.json()["errors"]] == ["country"]
+    # Missing names are reported along a type error, as they would be without it.
+    bare = client.post(API, json={"hire_date": "soon"}, headers=auth)
+    assert {e["field"] for e in bare.json()["errors"]} == {
+        "hire_date",
+        "employee_number",
+        "first_name",
+        "last_name",
+    }
+    assert count_employees(engine) == 0
+
+
+def test_a_patch_type_error_comes_with_the_sent_fields_errors(
+    client: TestClient, world: World
+) -> None:
+    body = hire(client, world.mhr_a)
+    auth = World.auth(world.mhr_a)
+    url = f"{API}/{body['id']}"
+    sent = {"lms_excluded": [], "work_email": "x@", "job_title": "Lead", "cell_phone": "abc"}
+    response = client.patch(url, json=sent, headers=auth)
+    assert response.status_code == 422, response.text
+    # The absent names are not required; the phone is read with the stored country: not here.
+    assert {e["field"] for e in response.json()["errors"]} == {"lms_excluded", "work_email"}
+    assert client.get(url, headers=auth).json() == body
+    with_country = client.patch(url, json={**sent, "country": "CA"}, headers=auth)
+    assert {e["field"] for e in with_country.json()["errors"]} == {
+        "lms_excluded",
+        "work_email",
+        "cell_phone",
+    }
+
+
+def test_problem_details_speak_the_request_language(client: TestClient, world: World) -> None:
+    french = {**World.auth(world.mhr_a), "Accept-Language": "fr-CA,fr;q=0.9"}
+    response = client.post(API, json=zoe(last_name="x" * 101, lms_excluded=7), headers=french)
+    assert response.status_code == 422
+    assert response.headers["content-language"] == "fr-CA"
+    problem = response.json()
+    too_long = _("must be at most {max_length} characters", max_length=100)
+    boolean = _("must be true or false")
+    with i18n.using("fr_CA"):
+        assert problem["title"] == i18n.text(_("Invalid input"))
+        assert problem["detail"] == i18n.text(_("some fields are invalid"))
+        assert problem["errors"] == [
+            {"field": "lms_excluded", "code": boolean.code, "message": i18n.text(boolean)},
+            {"field": "last_name", "code": too_long.code, "message": i18n.text(too_long)},
+        ]
+    english = client.post(API, json=zoe(last_name="x" * 101), headers=World.auth(world.mhr_a))
+    assert english.json()["errors"] == [
+        {
+            "field": "last_name",
+            "code": "must be at most {max_length} characters",
+            "message": "must be at most 100 characters",
+        }
+    ]
+    assert english.json()["title"] == "Invalid input"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("first_name", 5, "must be text"),
+        ("first_name", "x" * 1001, "must be at most {max_length} characters"),
+        ("hire_date", "2024-02-30", "must be a date (YYYY-MM-DD)"),
+        ("hire_date", "2024-02-01T10:00:00", "must be a date (YYYY-MM-DD)"),
+        ("lms_excluded", "maybe", "must be true or false"),
+        ("nickname", "Zed", "unknown field"),
+    ],
+)
+def test_pydantic_errors_are_said_in_our_words(
+    client: TestClient, world: World, field: str, value: Any, code: str
+) -> None:
+    response = client.post(API, json=zoe(**{field: value}), headers=World.auth(world.mhr_a))
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert [(e["field"], e["code"]) for e in errors] == [(field, code)]
+    assert "Input should" not in errors[0]["message"]
+
+
 def test_malformed_json_is_400(client: TestClient, world: World, engine: Engine) -> None:
     response = client.post(
         API,
@@ -137,7 +251,9 @@ def test_malformed_json_is_400(client: TestClient, world: World, engine: Engine)
         headers={**World.auth(world.mhr_a), "Content-Type": "application/json"},
     )
     assert response.status_code == 400
-    assert response.json()["errors"][0]["message"].startswith("malformed JSON")
+    error = response.json()["errors"][0]
+    assert error["message"] == "malformed JSON (at character 27)"
+    assert error["code"] == "malformed JSON (at character {position})"
     assert count_employees(engine) == 0
 
 
@@ -145,8 +261,9 @@ def test_duplicate_employee_number_is_field_error(client: TestClient, world: Wor
     hire(client, world.mhr_a)
     response = client.post(API, json=zoe(), headers=World.auth(world.mhr_a))
     assert response.status_code == 422
+    taken = "already used by another employee of this account"
     assert response.json()["errors"] == [
-        {"field": "employee_number", "message": "already used by another employee of this account"}
+        {"field": "employee_number", "code": taken, "message": taken}
     ]
     # the same number in another account is fine
     hire(client, world.mhr_b)
@@ -204,14 +321,16 @@ def test_patch_cannot_change_status_or_null_required(client: TestClient, world: 
     auth = World.auth(world.mhr_a)
     status = client.patch(f"{API}/{body['id']}", json={"status": "terminated"}, headers=auth)
     assert status.status_code == 422
-    assert status.json()["errors"] == [{"field": "status", "message": "unknown field"}]
+    unknown = "unknown field"
+    assert status.json()["errors"] == [{"field": "status", "code": unknown, "message": unknown}]
     nulls = client.patch(
         f"{API}/{body['id']}", json={"last_name": None, "hire_date": None}, headers=auth
     )
     assert nulls.status_code == 422
     assert {e["field"] for e in nulls.json()["errors"]} == {"hire_date"}
     nulls = client.patch(f"{API}/{body['id']}", json={"last_name": None}, headers=auth)
-    assert nulls.json()["errors"] == [{"field": "last_name", "message": "is required"}]
+    required = "is required"
+    assert nulls.json()["errors"] == [{"field": "last_name", "code": required, "message": required}]
 
 
 def test_exclude_then_include(client: TestClient, world: World, engine: Engine) -> None:

@@ -57,7 +57,9 @@ def test_ten_rows_three_bad(client: TestClient, world: World, engine: Engine) ->
     assert report["rejected_count"] == 3
     rejected = {r["line"]: r for r in report["rejected"]}  # type: ignore[attr-defined]
     assert set(rejected) == {5, 6, 7}
-    assert rejected[5]["errors"] == [{"field": "first_name", "message": "is required"}]
+    assert rejected[5]["errors"] == [
+        {"field": "first_name", "code": "is required", "message": "is required"}
+    ]
     assert rejected[6]["employee_number"] == "E-05"
     assert rejected[6]["errors"][0]["field"] == "home_phone"
     assert rejected[7]["errors"][0]["field"] == "country"
@@ -195,7 +197,9 @@ def test_large_file_is_imported_in_the_background(
     assert (done["done_rows"], done["imported_count"], done["rejected_count"]) == (10, 7, 3)
     rejected = {r["line"]: r for r in done["rejected"]}
     assert set(rejected) == {5, 6, 7}  # the same lines and messages as a small file's
-    assert rejected[5]["errors"] == [{"field": "first_name", "message": "is required"}]
+    assert rejected[5]["errors"] == [
+        {"field": "first_name", "code": "is required", "message": "is required"}
+    ]
     assert rejected[6]["employee_number"] == "E-05"
     assert rejected[6]["errors"][0]["field"] == "home_phone"
     assert rejected[7]["errors"][0]["field"] == "country"

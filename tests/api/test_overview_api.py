@@ -10,7 +10,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from lmsync.storage.tables import Employee, LmsInterface, LmsLink, LmsState, SyncRun, utcnow
+from lmsync.storage.tables import (
+    Employee,
+    LmsInterface,
+    LmsLink,
+    LmsState,
+    SyncOutcome,
+    SyncRun,
+    utcnow,
+)
+from lmsync.sync.service import LMS_STATES
 from tests.api.test_employees_api import hire
 from tests.api.test_pages import sign_in
 from tests.conftest import World
@@ -220,3 +229,70 @@ def test_the_banners_are_on_every_page(client: TestClient, world: World, engine:
     assert 'id="count-to_create"' in page
     assert "the LMS refused the credentials" not in page  # only the last error is shown
     assert "POST /Users: cannot connect" in page
+
+
+def test_the_employee_list_carries_and_filters_the_lms_state(
+    client: TestClient, world: World, engine: Engine
+) -> None:
+    ids = seed(client, world, engine)
+    auth = World.auth(world.mhr_a)
+    listed = client.get("/api/v1/employees", params={"limit": 200}, headers=auth).json()
+    states = {e["id"]: e["lms_state"] for e in listed["items"]}
+    assert states[ids["linked"]] == "linked"
+    assert states[ids["new"]] == "not_linked"
+    assert states[ids["excluded"]] == "excluded"
+    # The same state as the employee's own LMS answer (and as the employees page).
+    for employee_id, state in states.items():
+        lms = client.get(f"/api/v1/employees/{employee_id}/lms", headers=auth).json()
+        assert lms["state"] == state
+    counts = overview(client, world.mhr_a)["counts"]
+    for state in LMS_STATES:
+        only = client.get("/api/v1/employees", params={"lms_state": state}, headers=auth).json()
+        assert only["total"] == counts[state], state
+        assert {e["lms_state"] for e in only["items"]} <= {state}
+    both = {"lms_state": "skipped", "q": "skipped@"}
+    assert client.get("/api/v1/employees", params=both, headers=auth).json()["total"] == 1
+    unknown = client.get("/api/v1/employees", params={"lms_state": "lost"}, headers=auth)
+    assert unknown.status_code == 422
+    [error] = unknown.json()["errors"]
+    assert (error["field"], error["code"]) == ("lms_state", "must be one of: {expected}")
+    assert error["message"] == (
+        "must be one of: not_linked, linked, deactivated, skipped, conflict, error, held, excluded"
+    )
+
+
+def test_run_outcomes_name_their_employee(client: TestClient, world: World, engine: Engine) -> None:
+    ids = seed(client, world, engine)
+    with Session(engine) as s, s.begin():
+        for name in ("held", "new"):
+            s.add(
+                SyncOutcome(
+                    run_id="run-held",
+                    account_id=world.account_a,
+                    employee_id=ids[name],
+                    action="deactivate" if name == "held" else "create",
+                    outcome="held" if name == "held" else "planned",
+                )
+            )
+        s.add(
+            SyncOutcome(
+                run_id="run-held",
+                account_id=world.account_a,
+                employee_id="gone",
+                action="none",
+                outcome="none",
+            )
+        )
+    auth = World.auth(world.mhr_a)
+    run = client.get("/api/v1/lms/runs/run-held", headers=auth).json()
+    named = {
+        o["employee_id"]: (o["employee_number"], o["employee_name"])
+        for o in run["outcomes"]["items"]
+    }
+    assert named == {
+        ids["held"]: ("E-5", "Zoë Lévesque-Ngô"),
+        ids["new"]: ("E-7", "Zoë Lévesque-Ngô"),
+        "gone": (None, None),
+    }
+    held_only = client.get("/api/v1/lms/runs/run-held", params={"outcome": "held"}, headers=auth)
+    assert [o["employee_number"] for o in held_only.json()["outcomes"]["items"]] == ["E-5"]

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lmsync.domain.normalize import NormalizationError, normalize_language, normalize_name
+from lmsync.i18n import _
 
 Role = Literal["MHR", "viewer"]
 ROLES: tuple[Role, ...] = ("MHR", "viewer")
@@ -18,7 +19,7 @@ def check_timezone(value: str) -> str:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise NormalizationError(
-            f'unknown time zone "{value}"; use an IANA name such as America/Toronto'
+            _('unknown time zone "{value}"; use an IANA name such as America/Toronto', value=value)
         ) from exc
     return value
 

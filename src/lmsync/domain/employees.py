@@ -1,14 +1,24 @@
-"""Employee input: the API/CSV shapes (types only) and the normalization rules applied to them."""
+"""Employees: their fields (the one list of them), the API/CSV input shapes and the
+normalization rules applied to them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
+from lmsync.domain import validation
 from lmsync.domain.errors import FieldError, ValidationFailed
 from lmsync.domain.normalize import (
     NormalizationError,
@@ -20,6 +30,7 @@ from lmsync.domain.normalize import (
     normalize_phone,
     normalize_province,
 )
+from lmsync.i18n import _
 
 EXCLUDE_LABEL = (
     "Check this box to exclude this employee from the Learning Management System (LMS) interface"
@@ -27,26 +38,42 @@ EXCLUDE_LABEL = (
 
 EmployeeStatus = Literal["active", "leaving", "terminated"]
 
+
+@dataclass
+class EmployeeData:
+    """An employee's own fields, validated and normalized, as stored: the one list of them and
+    their order. The sync's snapshot (``sync.snapshot.EmployeeRecord``) and the API's answer
+    (``web.schemas.EmployeeOut``) extend this class; ``EDITABLE_FIELDS`` are derived from it."""
+
+    employee_number: str
+    first_name: str
+    last_name: str
+    language: str | None
+    work_email: str | None
+    work_email_key: str | None
+    company_name: str | None
+    job_title: str | None
+    home_phone: str | None
+    home_phone_e164: str | None
+    cell_phone: str | None
+    cell_phone_e164: str | None
+    address: str | None
+    city: str | None
+    province: str | None
+    country: str | None
+    postal_code: str | None
+    hire_date: date
+    lms_excluded: bool
+
+
+EMPLOYEE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(EmployeeData))
+# Computed from another field when it is stored (the email's lookup key, the phones' E.164).
+COMPUTED_FIELDS: frozenset[str] = frozenset(
+    {"work_email_key", "home_phone_e164", "cell_phone_e164"}
+)
 # Fields an HR manager edits directly; status and termination change only through
 # terminate (and its change or cancellation) and rehire.
-EDITABLE_FIELDS: tuple[str, ...] = (
-    "employee_number",
-    "first_name",
-    "last_name",
-    "language",
-    "work_email",
-    "company_name",
-    "job_title",
-    "home_phone",
-    "cell_phone",
-    "address",
-    "city",
-    "province",
-    "country",
-    "postal_code",
-    "hire_date",
-    "lms_excluded",
-)
+EDITABLE_FIELDS: tuple[str, ...] = tuple(f for f in EMPLOYEE_FIELDS if f not in COMPUTED_FIELDS)
 
 # Changes to these mark the employee as due for the LMS (DESIGN §3 plus the exclusion switch).
 LMS_RELEVANT_FIELDS: frozenset[str] = frozenset(EDITABLE_FIELDS) - {"employee_number", "hire_date"}
@@ -61,9 +88,16 @@ _TEXT_LIMITS: dict[str, int] = {
 
 
 class EmployeeFieldsIn(BaseModel):
-    """Types of the editable fields, shared by create and patch (all optional here)."""
+    """Types of the editable fields (``EDITABLE_FIELDS``, in their order), shared by create and
+    patch (all optional here).
+
+    A request with a wrongly typed field is refused with the domain's errors of its other fields
+    too (``ValidationError``: pydantic's errors, then ``validation.DOMAIN_ERROR`` ones), so that
+    one answer lists every field error."""
 
     model_config = ConfigDict(extra="forbid", str_max_length=1000)
+    # A patch: the fields absent keep their stored values (not required, and not known here).
+    partial: ClassVar[bool] = True
 
     employee_number: str | None = Field(default=None, examples=["E-1042"])
     first_name: str | None = Field(default=None, examples=["Zoë"])
@@ -86,9 +120,53 @@ class EmployeeFieldsIn(BaseModel):
         "this employee's LMS user).",
     )
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_field_error(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            if not isinstance(data, Mapping):
+                raise
+            errors = exc.errors()
+            wrong = {str(error["loc"][0]) for error in errors if error["loc"]}
+            more = _other_field_errors(data, wrong, partial=cls.partial)
+            if not more:
+                raise
+            every = [*validation.line_errors(errors), *more]
+            raise ValidationError.from_exception_data(exc.title, every) from exc
+
+
+# Checked with the country (the phones' region; the province among the country's).
+_READ_WITH_COUNTRY = frozenset({"province", "home_phone", "cell_phone"})
+
+
+def _other_field_errors(
+    raw: Mapping[str, Any], wrong: set[str], *, partial: bool
+) -> list[InitErrorDetails]:
+    """The domain's errors of the fields of ``raw`` that are not ``wrong`` (wrongly typed).
+
+    A patch's errors are those of the fields it sends; a field read with the country is left
+    alone when the country is wrong, or (a patch) stored rather than sent."""
+    values = {k: v for k, v in raw.items() if k in EDITABLE_FIELDS and k not in wrong}
+    try:
+        normalize_employee(values, today=date.today())
+    except ValidationFailed as failed:
+        judged = set(values) if partial else set(EDITABLE_FIELDS) - wrong
+        if "country" in wrong or (partial and "country" not in raw):
+            judged -= _READ_WITH_COUNTRY
+        return [
+            validation.custom(e.field, e.message, raw.get(e.field))
+            for e in failed.errors
+            if e.field in judged
+        ]
+    return []
+
 
 class EmployeeCreateIn(EmployeeFieldsIn):
     """``POST /employees``: the editable fields; number and names are required."""
+
+    partial: ClassVar[bool] = False
 
 
 class EmployeePatchIn(EmployeeFieldsIn):
@@ -140,31 +218,6 @@ class RehireIn(BaseModel):
     hire_date: date = Field(examples=["2027-01-04"])
 
 
-@dataclass(frozen=True)
-class EmployeeData:
-    """Validated, normalized editable fields, ready to store."""
-
-    employee_number: str
-    first_name: str
-    last_name: str
-    language: str | None
-    work_email: str | None
-    work_email_key: str | None
-    company_name: str | None
-    job_title: str | None
-    home_phone: str | None
-    home_phone_e164: str | None
-    cell_phone: str | None
-    cell_phone_e164: str | None
-    address: str | None
-    city: str | None
-    province: str | None
-    country: str | None
-    postal_code: str | None
-    hire_date: date
-    lms_excluded: bool
-
-
 def normalize_employee(raw: Mapping[str, Any], *, today: date) -> EmployeeData:
     """Validate every editable field of ``raw``; raise ``ValidationFailed`` listing all errors.
 
@@ -212,7 +265,7 @@ def normalize_employee(raw: Mapping[str, Any], *, today: date) -> EmployeeData:
             errors.append(FieldError(name, exc.message))
     hire_date = _as_date(raw.get("hire_date") or today)
     if hire_date is None:
-        errors.append(FieldError("hire_date", "must be a date (YYYY-MM-DD)"))
+        errors.append(FieldError("hire_date", validation.MUST_BE_A_DATE))
     if errors:
         raise ValidationFailed(errors)
     return EmployeeData(
@@ -259,7 +312,10 @@ def check_termination(hire_date: date, termination_date: date) -> None:
             [
                 FieldError(
                     "termination_date",
-                    f"must not be before the hire date ({hire_date.isoformat()})",
+                    _(
+                        "must not be before the hire date ({hire_date})",
+                        hire_date=hire_date.isoformat(),
+                    ),
                 )
             ]
         )
@@ -271,7 +327,10 @@ def check_rehire(termination_date: date | None, hire_date: date) -> None:
             [
                 FieldError(
                     "hire_date",
-                    f"must not be before the termination date ({termination_date.isoformat()})",
+                    _(
+                        "must not be before the termination date ({termination_date})",
+                        termination_date=termination_date.isoformat(),
+                    ),
                 )
             ]
         )

@@ -1,8 +1,14 @@
-"""Typed domain errors; entry points (web, cli) turn them into HTTP statuses or messages."""
+"""Typed domain errors; entry points (web, cli) turn them into HTTP statuses or messages.
+
+Their messages are :class:`lmsync.i18n.Msg` values where a person reads them: English as a
+``str``, said in the reader's language by ``i18n.localize`` / ``i18n.text``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from lmsync.i18n import Msg, _
 
 
 @dataclass(frozen=True)
@@ -25,8 +31,18 @@ class ValidationFailed(DomainError):
     """The input was refused; nothing was written."""
 
     def __init__(self, errors: list[FieldError]) -> None:
-        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        super().__init__(_joined(errors))
         self.errors = errors
+
+
+def _joined(errors: list[FieldError]) -> Msg:
+    """ "field: message; field: message", each message in the reader's language (field names are
+    the API's, not translated; the template is built here, so the catalogue has no entry)."""
+    parts = {
+        f"e{n}": Msg("{field}: {message}", field=e.field, message=e.message)
+        for n, e in enumerate(errors)
+    }
+    return Msg("; ".join(f"{{{name}}}" for name in parts), **parts)
 
 
 class NotFound(DomainError):
@@ -56,11 +72,24 @@ class LmsCheckFailed(Conflict):
 
     def __init__(self, findings: list[CheckFinding]) -> None:
         errors = [f.message for f in findings if f.level == "error"]
-        plural = "s" if len(errors) != 1 else ""
-        first = f": {errors[0]}" if errors else ""
-        super().__init__(
-            f"activation refused: the LMS failed its connection test ({len(errors)} "
-            f"error{plural}{first}); nothing was written. Fix the interface's settings, then "
-            "test the connection again"
-        )
+        if not errors:
+            message = _(
+                "activation refused: the LMS failed its connection test (0 errors); nothing was "
+                "written. Fix the interface's settings, then test the connection again"
+            )
+        elif len(errors) == 1:
+            message = _(
+                "activation refused: the LMS failed its connection test (1 error: {first}); "
+                "nothing was written. Fix the interface's settings, then test the connection again",
+                first=errors[0],
+            )
+        else:
+            message = _(
+                "activation refused: the LMS failed its connection test ({count} errors: "
+                "{first}); nothing was written. Fix the interface's settings, then test the "
+                "connection again",
+                count=len(errors),
+                first=errors[0],
+            )
+        super().__init__(message)
         self.findings = findings

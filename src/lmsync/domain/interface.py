@@ -19,6 +19,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from lmsync.i18n import Msg, _
+
 AuthType = Literal["bearer", "api_key", "basic"]
 PortalIdIn = Literal["header", "path"]
 DEFAULT_PORTAL_HEADER = "X-Portal-Id"
@@ -57,29 +59,43 @@ _RESERVED_HEADERS = frozenset(
 _RESERVED_PREFIXES = ("content-", "proxy-", "sec-", "x-forwarded-", "if-", "cache-")
 
 
-def portal_header_problem(name: str) -> str | None:
+# The characters a header name may hold besides letters and digits (a parameter of the message,
+# so that no translator has to copy them).
+_SYMBOLS = "!#$%&'*+-.^_`|~"
+
+
+def portal_header_problem(name: str) -> Msg | None:
     """Why ``name`` cannot carry the portal identifier; None when it can."""
     if not _TOKEN.fullmatch(name):
-        return "must be an HTTP header name: letters, digits and !#$%&'*+-.^_`|~ only"
+        return _(
+            "must be an HTTP header name: letters, digits and {symbols} only", symbols=_SYMBOLS
+        )
     folded = name.casefold()
     if folded in _RESERVED_HEADERS or folded.startswith(_RESERVED_PREFIXES):
-        return (
-            f"{name} is reserved for HTTP, authentication or proxies: choose another header "
-            f"(e.g. {DEFAULT_PORTAL_HEADER})"
+        return _(
+            "{name} is reserved for HTTP, authentication or proxies: choose another header "
+            "(e.g. {example})",
+            name=name,
+            example=DEFAULT_PORTAL_HEADER,
         )
     return None
 
 
-def _field_error(loc: tuple[str, ...], message: str, value: object) -> ValidationError:
+def _field_error(loc: tuple[str, ...], message: Msg, value: object) -> ValidationError:
     """A validation error on the field at ``loc`` (raised by a model validator, which would
-    otherwise report it on the whole model)."""
-    error = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+    otherwise report it on the whole model). Its ``ctx`` keeps the :class:`Msg`, as pydantic
+    does for a validator's ``ValueError`` (``domain.validation.message`` finds it there)."""
+    error = InitErrorDetails(
+        type=PydanticCustomError("value_error", message, {"error": ValueError(message)}),
+        loc=loc,
+        input=value,
+    )
     return ValidationError.from_exception_data("InterfaceIn", [error])
 
 
 def _no_control(value: str | None) -> str | None:
     if value is not None and any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
-        raise ValueError("must not contain control characters")
+        raise ValueError(_("must not contain control characters"))
     return value
 
 
@@ -140,7 +156,7 @@ class ScimOptionsIn(BaseModel):
         allowed = {"registration_date", "expiration_date", "notifications_enabled", "access_mode"}
         unknown = sorted(set(value) - allowed)
         if unknown:
-            raise ValueError("unknown lmsync fields: " + ", ".join(unknown))
+            raise ValueError(_("unknown lmsync fields: {names}", names=", ".join(unknown)))
         for name in value.values():
             _no_control(name)
         return value
@@ -229,7 +245,9 @@ class MoodleOptionsIn(BaseModel):
     @classmethod
     def _creatable(cls, value: str) -> str:
         if value in ("mnet", "webservice"):
-            raise ValueError(f"Moodle does not create users with the {value} auth method")
+            raise ValueError(
+                _("Moodle does not create users with the {method} auth method", method=value)
+            )
         return value
 
     @field_validator("languages")
@@ -239,7 +257,12 @@ class MoodleOptionsIn(BaseModel):
         for code in value:
             code = code.strip().lower().replace("-", "_")
             if not _PACK.fullmatch(code):
-                raise ValueError(f"{code!r} is not a Moodle language pack code (e.g. en, fr_ca)")
+                raise ValueError(
+                    _(
+                        "{code} is not a Moodle language pack code (e.g. en, fr_ca)",
+                        code=repr(code),
+                    )
+                )
             out.append(code)
         return list(dict.fromkeys(out))
 
@@ -248,10 +271,10 @@ class MoodleOptionsIn(BaseModel):
     def _known_fields(cls, value: dict[str, str | None]) -> dict[str, str | None]:
         unknown = sorted(set(value) - set(MOODLE_PROFILE_FIELDS))
         if unknown:
-            raise ValueError("unknown lmsync fields: " + ", ".join(unknown))
+            raise ValueError(_("unknown lmsync fields: {names}", names=", ".join(unknown)))
         for name in value.values():
             if name is not None and not re.fullmatch(_SHORT_NAME, name):
-                raise ValueError(f"{name!r} is not a profile field short name")
+                raise ValueError(_("{name} is not a profile field short name", name=repr(name)))
         return {**MOODLE_PROFILE_FIELDS, **value}
 
     @model_validator(mode="after")
@@ -259,7 +282,7 @@ class MoodleOptionsIn(BaseModel):
         if self.auth_method == "manual" and not self.create_password:
             raise _field_error(
                 ("create_password",),
-                "lmsync sends no password: the manual auth method needs Moodle to create one",
+                _("lmsync sends no password: the manual auth method needs Moodle to create one"),
                 self.create_password,
             )
         return self
@@ -360,7 +383,7 @@ class InterfaceIn(BaseModel):
     def _no_credentials(cls, value: AnyHttpUrl) -> AnyHttpUrl:
         # The URL is shown to every reader of the interface: credentials go in the secret.
         if value.username or value.password:
-            raise ValueError("put no user name or password in the URL: use the secret field")
+            raise ValueError(_("put no user name or password in the URL: use the secret field"))
         return value
 
     @field_validator("secret")
@@ -369,7 +392,7 @@ class InterfaceIn(BaseModel):
         # A token or key travels as a header value as is (a basic password is encoded).
         basic = info.data.get("auth_type") == "basic"
         if value and not basic and not (value.isascii() and value.isprintable()):
-            raise ValueError("a token or API key may only hold printable ASCII characters")
+            raise ValueError(_("a token or API key may only hold printable ASCII characters"))
         return _no_control(value)
 
     @model_validator(mode="after")
@@ -380,7 +403,7 @@ class InterfaceIn(BaseModel):
             if portal is not None:
                 raise _field_error(
                     ("portal_id",),
-                    "Moodle has no portal identifier: leave it empty (one interface per site)",
+                    _("Moodle has no portal identifier: leave it empty (one interface per site)"),
                     portal,
                 )
             return self
@@ -391,7 +414,7 @@ class InterfaceIn(BaseModel):
         ):
             raise _field_error(
                 ("options", "portal_id_header"),
-                "the API key header cannot also carry the portal identifier",
+                _("the API key header cannot also carry the portal identifier"),
                 options.portal_id_header,
             )
         if portal is None:
@@ -399,10 +422,12 @@ class InterfaceIn(BaseModel):
         if options.portal_id_in == "header" and not (portal.isascii() and portal.isprintable()):
             raise _field_error(
                 ("portal_id",),
-                "sent in a header, the portal identifier may only hold printable ASCII "
-                "characters: send it as a path segment instead",
+                _(
+                    "sent in a header, the portal identifier may only hold printable ASCII "
+                    "characters: send it as a path segment instead"
+                ),
                 portal,
             )
         if options.portal_id_in == "path" and portal in (".", ".."):
-            raise _field_error(("portal_id",), "cannot be a path segment", portal)
+            raise _field_error(("portal_id",), _("cannot be a path segment"), portal)
         return self

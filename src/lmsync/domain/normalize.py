@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gettext
+import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ import langcodes
 import phonenumbers
 import pycountry
 from langcodes.tag_parser import LanguageTagError
+
+from lmsync.i18n import N_, Msg, _
 
 __all__ = [
     "NormalizationError",
@@ -38,13 +41,13 @@ PHONE_MAX_LENGTH = 50
 LANGUAGE_MAX_LENGTH = 64
 
 _CONTROL_CATEGORIES = frozenset({"Cc", "Cf"})
-_LANGUAGE_HINT = "use a BCP 47 tag such as fr, en or fr-CA"
 # Any region phonenumbers knows; only used to tell "no country" from "bad +code" apart.
 _PROBE_REGION = "US"
 
 
 class NormalizationError(ValueError):
-    """A value was refused; ``message`` says why in words a user can act on."""
+    """A value was refused; ``message`` says why in words a user can act on (a :class:`Msg`
+    where lmsync wrote it, so it can be said in the reader's language)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -64,12 +67,14 @@ def clean_text(value: str | None, *, max_length: int) -> str | None:
         return None
     text = unicodedata.normalize("NFC", value).strip()
     if any(unicodedata.category(ch) in _CONTROL_CATEGORIES for ch in text):
-        raise NormalizationError("must not contain control characters")
+        raise NormalizationError(_("must not contain control characters"))
     text = " ".join(text.split())
     if not text:
         return None
     if len(text) > max_length:
-        raise NormalizationError(f"must be at most {max_length} characters")
+        raise NormalizationError(
+            _("must be at most {max_length} characters", max_length=max_length)
+        )
     return text
 
 
@@ -82,7 +87,7 @@ def _required(value: str | None, *, max_length: int) -> str:
     """:func:`clean_text`, with an empty value refused as "is required"."""
     text = clean_text(value, max_length=max_length)
     if text is None:
-        raise NormalizationError("is required")
+        raise NormalizationError(_("is required"))
     return text
 
 
@@ -106,14 +111,69 @@ def normalize_email(value: str) -> tuple[str, str]:
     """
     text = unicodedata.normalize("NFC", value).strip()
     if not text:
-        raise NormalizationError("is required")
+        raise NormalizationError(_("is required"))
     if len(text) > EMAIL_MAX_LENGTH:
-        raise NormalizationError(f"must be at most {EMAIL_MAX_LENGTH} characters")
+        raise NormalizationError(
+            _("must be at most {max_length} characters", max_length=EMAIL_MAX_LENGTH)
+        )
     try:
         email_validator.validate_email(text, check_deliverability=False)
     except email_validator.EmailNotValidError as exc:
-        raise NormalizationError(str(exc)) from exc
+        raise NormalizationError(_email_message(str(exc))) from exc
     return text, unicodedata.normalize("NFC", text.casefold())
+
+
+# email-validator's messages (its English), so that the usual ones can be said in French too;
+# any other is shown as the library wrote it.
+_EMAIL_MESSAGES = frozenset(
+    {
+        N_("An email address must have an @-sign."),
+        N_("There must be something before the @-sign."),
+        N_("There must be something after the @-sign."),
+        N_("The part after the @-sign is not valid. It should have a period."),
+        N_("The part after the @-sign is not valid. It is not within a valid top-level domain."),
+        N_("An email address cannot have two periods in a row."),
+        N_("An email address cannot start with a period."),
+        N_("An email address cannot end with a period."),
+        N_("An email address cannot end with a hyphen."),
+        N_("An email address cannot have a period immediately before the @-sign."),
+        N_("An email address cannot have a period immediately after the @-sign."),
+        N_("An email address cannot have a hyphen immediately after the @-sign."),
+        N_("An email address cannot have a period and a hyphen next to each other."),
+        N_("A bracketed IP address after the @-sign is not allowed here."),
+        N_(
+            "The part after the @-sign is a special-use or reserved name that cannot be used "
+            "with email."
+        ),
+    }
+)
+_EMAIL_PATTERNS = (
+    (
+        re.compile(
+            r"The email address contains invalid characters before the @-sign: (.+)\.", re.S
+        ),
+        N_("The email address contains invalid characters before the @-sign: {characters}."),
+    ),
+    (
+        re.compile(r"The part after the @-sign contains invalid characters: (.+)\.", re.S),
+        N_("The part after the @-sign contains invalid characters: {characters}."),
+    ),
+    (
+        re.compile(r"The email address contains unsafe characters: (.+)\.", re.S),
+        N_("The email address contains unsafe characters: {characters}."),
+    ),
+)
+
+
+def _email_message(text: str) -> str:
+    """email-validator's message, as a translatable :class:`Msg` when it is a known one."""
+    if text in _EMAIL_MESSAGES:
+        return Msg(text)
+    for pattern, template in _EMAIL_PATTERNS:
+        found = pattern.fullmatch(text)
+        if found:
+            return Msg(template, characters=found[1])
+    return text
 
 
 # --- country ---------------------------------------------------------------------------------
@@ -149,7 +209,10 @@ def normalize_country(value: str) -> str:
     code = _country_table().get(_match_key(text))
     if code is None:
         raise NormalizationError(
-            f'unknown country "{text}"; use an ISO 3166 code such as CA or a country name'
+            _(
+                'unknown country "{value}"; use an ISO 3166 code such as CA or a country name',
+                value=text,
+            )
         )
     return code
 
@@ -251,18 +314,21 @@ def normalize_phone(value: str, country: str | None) -> tuple[str, str | None]:
     return text, str(e164)
 
 
-def _phone_error(text: str, exc: phonenumbers.NumberParseException) -> str:
+def _phone_error(text: str, exc: phonenumbers.NumberParseException) -> Msg:
     if exc.error_type != phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
-        return f'not a phone number: "{text}"'
+        return _('not a phone number: "{value}"', value=text)
     # Either there is no +code and no usable country, or the +code itself is unknown:
     # reading the number with a known region tells which.
     try:
         phonenumbers.parse(text, _PROBE_REGION)
     except phonenumbers.NumberParseException as probe:
         if probe.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
-            return f'unknown country calling code in "{text}"'
-        return f'not a phone number: "{text}"'
-    return f'cannot tell the country of "{text}": add the country code (+1 ...) or set the country'
+            return _('unknown country calling code in "{value}"', value=text)
+        return _('not a phone number: "{value}"', value=text)
+    return _(
+        'cannot tell the country of "{value}": add the country code (+1 ...) or set the country',
+        value=text,
+    )
 
 
 # --- language --------------------------------------------------------------------------------
@@ -275,14 +341,18 @@ def normalize_language(value: str) -> str:
     """
     text = value.strip()
     if len(text) > LANGUAGE_MAX_LENGTH or not langcodes.tag_is_valid(text):
-        raise NormalizationError(f'not a language tag: "{text}"; {_LANGUAGE_HINT}')
+        raise NormalizationError(_not_a_language(text))
     try:
         tag = str(langcodes.standardize_tag(text))
     except LanguageTagError as exc:
-        raise NormalizationError(f'not a language tag: "{text}"; {_LANGUAGE_HINT}') from exc
+        raise NormalizationError(_not_a_language(text)) from exc
     language = langcodes.Language.get(tag).language
     # "und" (undetermined) has no language subtag; langcodes files a private-use-only tag
     # ("x-foo") as its language: neither names a language.
     if language is None or str(language).startswith("x-"):
-        raise NormalizationError(f'not a language tag: "{text}"; {_LANGUAGE_HINT}')
+        raise NormalizationError(_not_a_language(text))
     return tag
+
+
+def _not_a_language(text: str) -> Msg:
+    return _('not a language tag: "{value}"; use a BCP 47 tag such as fr, en or fr-CA', value=text)

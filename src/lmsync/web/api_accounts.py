@@ -11,9 +11,10 @@ from lmsync.hr import accounts
 from lmsync.web.deps import Caller, Paging, State, paged
 from lmsync.web.idempotency import IdempotencyKey, fingerprint, run_once
 from lmsync.web.problems import PROBLEM_RESPONSES
-from lmsync.web.schemas import AccountOut, MeOut, Paged
+from lmsync.web.schemas import AccountOut, MeOut, Paged, created, with_location
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=PROBLEM_RESPONSES)
+ACCOUNTS = f"{router.prefix}/accounts"
 
 
 @router.get("/me", response_model=MeOut, summary="Who the token belongs to")
@@ -28,7 +29,11 @@ def me(caller: Caller) -> MeOut:
 
 
 @router.post(
-    "/accounts", status_code=201, response_model=AccountOut, summary="Create an account (operator)"
+    "/accounts",
+    status_code=201,
+    response_model=AccountOut,
+    summary="Create an account (operator)",
+    responses={201: created("account")},
 )
 def create_account(
     body: AccountCreateIn,
@@ -43,13 +48,8 @@ def create_account(
         account = accounts.create_account(session, body)
         return 201, AccountOut.model_validate(account).model_dump_json()
 
-    return run_once(
-        state,
-        caller,
-        idempotency_key,
-        fingerprint(request.url.path, body.model_dump_json()),
-        action,
-    )
+    print_ = fingerprint(request.url.path, body.model_dump_json())
+    return with_location(run_once(state, caller, idempotency_key, print_, action), ACCOUNTS)
 
 
 @router.get("/accounts", response_model=Paged[AccountOut], summary="List accounts (operator)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from pydantic import BaseModel
@@ -14,12 +14,14 @@ from lmsync.domain.employees import (
     CancelTerminationIn,
     EmployeeCreateIn,
     EmployeePatchIn,
+    EmployeeStatus,
     RehireIn,
     TerminateIn,
     TerminationChangeIn,
 )
 from lmsync.hr import csv_import, employees, imports
 from lmsync.storage.tables import Employee
+from lmsync.sync.service import LmsStateName, employees_with_state
 from lmsync.web.deps import Caller, Paging, State, paged
 from lmsync.web.idempotency import IdempotencyKey, fingerprint, run_once
 from lmsync.web.problems import PROBLEM_RESPONSES
@@ -31,14 +33,23 @@ from lmsync.web.schemas import (
     ImportedRowOut,
     ImportReportOut,
     ImportStatusOut,
+    ListedEmployeeOut,
     Paged,
     RejectedRowOut,
+    created,
+    with_location,
 )
 
 router = APIRouter(prefix="/api/v1/employees", tags=["employees"], responses=PROBLEM_RESPONSES)
 
 
-@router.post("", status_code=201, response_model=EmployeeOut, summary="Hire an employee")
+@router.post(
+    "",
+    status_code=201,
+    response_model=EmployeeOut,
+    summary="Hire an employee",
+    responses={201: created("employee")},
+)
 def hire_employee(
     body: EmployeeCreateIn,
     state: State,
@@ -55,19 +66,21 @@ def hire_employee(
         return 201, EmployeeOut.model_validate(employee).model_dump_json()
 
     print_ = fingerprint(request.url.path, body.model_dump_json())
-    response = run_once(state, caller, idempotency_key, print_, action)
+    response = with_location(
+        run_once(state, caller, idempotency_key, print_, action), router.prefix
+    )
     state.sync.changed()
     return response
 
 
-@router.get("", response_model=Paged[EmployeeOut], summary="List employees")
+@router.get("", response_model=Paged[ListedEmployeeOut], summary="List employees")
 def list_employees(
     state: State,
     caller: Caller,
     page: Paging,
     request: Request,
     status: Annotated[
-        Literal["active", "leaving", "terminated"] | None,
+        EmployeeStatus | None,
         Query(
             description="As of now: `active` includes the employees leaving later; `leaving` "
             "only those whose termination has not taken effect yet."
@@ -77,14 +90,28 @@ def list_employees(
     q: Annotated[
         str | None, Query(max_length=200, description="Text in name, email or number.")
     ] = None,
-) -> Paged[EmployeeOut]:
+    lms_state: Annotated[
+        LmsStateName | None,
+        Query(description="Only the employees in this LMS state (as `lms_state` says it)."),
+    ] = None,
+) -> Paged[ListedEmployeeOut]:
+    """Sorted by last name, first name; each with its LMS state, as the employees page shows it."""
     account_id = caller.account()
-    filters = employees.EmployeeFilter(status=status, excluded=excluded, text=q)
     with state.uow() as session:
-        rows, total = employees.list_employees(
-            session, account_id, filters, limit=page.limit, offset=page.offset
+        rows, total = employees_with_state(
+            session,
+            account_id,
+            text=q,
+            status=status,
+            excluded=excluded,
+            lms_state=lms_state,
+            limit=page.limit,
+            offset=page.offset,
         )
-        items = [EmployeeOut.model_validate(e) for e in rows]
+        items = [
+            ListedEmployeeOut(**EmployeeOut.model_validate(e).model_dump(), lms_state=lms)
+            for e, lms in rows
+        ]
     return paged(request, page, items, total)
 
 

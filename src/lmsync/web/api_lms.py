@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lmsync.domain.interface import InterfaceIn
 from lmsync.lms.base import ConnectionReport
+from lmsync.storage.tables import Employee, SyncOutcome
 from lmsync.sync import manual_link, overview, unlinked
 from lmsync.sync.engine import RunSummary
-from lmsync.sync.service import InterfaceSaved
+from lmsync.sync.service import InterfaceSaved, employees_by_id
 from lmsync.web.deps import Caller, Paging, State, paged
 from lmsync.web.problems import LMS_CHECK_409, PROBLEM_RESPONSES
 from lmsync.web.schemas import (
@@ -253,13 +254,26 @@ def get_run(
 ) -> RunDetailOut:
     with state.uow() as session:
         run = state.sync.get_run(session, caller.account(), run_id)
+        where = [
+            *([SyncOutcome.action == action] if action else []),
+            *([SyncOutcome.outcome == outcome] if outcome else []),
+        ]
         rows, total = state.sync.list_outcomes(
-            session, run_id, action=action, outcome=outcome, limit=page.limit, offset=page.offset
+            session, run_id, where=where, limit=page.limit, offset=page.offset
         )
+        found = employees_by_id(session, caller.account(), [o.employee_id for o in rows])
+        items = [_outcome_out(o, found.get(o.employee_id)) for o in rows]
         return RunDetailOut(
-            run=RunOut.model_validate(run),
-            outcomes=paged(request, page, [OutcomeOut.model_validate(o) for o in rows], total),
+            run=RunOut.model_validate(run), outcomes=paged(request, page, items, total)
         )
+
+
+def _outcome_out(outcome: SyncOutcome, employee: Employee | None) -> OutcomeOut:
+    out = OutcomeOut.model_validate(outcome)
+    if employee is not None:
+        out.employee_number = employee.employee_number
+        out.employee_name = f"{employee.first_name} {employee.last_name}"
+    return out
 
 
 @router.post(

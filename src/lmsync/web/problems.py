@@ -1,4 +1,9 @@
-"""RFC 9457 problem details: every error the API returns, and the handlers that produce them."""
+"""RFC 9457 problem details: every error the API returns, and the handlers that produce them.
+
+``title``, ``detail`` and each field error's ``message`` are said in the request's language
+(Accept-Language); a field error's ``code`` is the same message in English without its values,
+for programs to rely on.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lmsync import i18n
 from lmsync.domain.errors import (
     CheckFinding,
     Conflict,
@@ -22,6 +28,10 @@ from lmsync.domain.errors import (
     NotFound,
     ValidationFailed,
 )
+from lmsync.domain.validation import field_errors
+from lmsync.i18n import _
+from lmsync.web import api_docs
+from lmsync.web.schemas import field_message
 from lmsync.web.security_headers import add_security_headers
 
 PROBLEM_JSON = "application/problem+json"
@@ -29,8 +39,14 @@ log = structlog.get_logger("lmsync.web")
 
 
 class FieldMessage(BaseModel):
-    field: str
-    message: str
+    field: str = Field(
+        description='The field\'s JSON name ("a.b" when nested); "" for the whole input.'
+    )
+    code: str = Field(
+        description="The message in English, without its values (limits, names): stable, for "
+        'programs (e.g. "must be at most {max_length} characters").'
+    )
+    message: str = Field(description="What is wrong, in the request's language.")
 
 
 class Problem(BaseModel):
@@ -103,17 +119,20 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 _TITLES = {
-    400: "Bad request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not found",
-    405: "Method not allowed",
-    409: "Conflict",
-    413: "Content too large",
-    415: "Unsupported media type",
-    422: "Invalid input",
-    500: "Internal error",
+    400: _("Bad request"),
+    401: _("Unauthorized"),
+    403: _("Forbidden"),
+    404: _("Not found"),
+    405: _("Method not allowed"),
+    409: _("Conflict"),
+    413: _("Content too large"),
+    415: _("Unsupported media type"),
+    422: _("Invalid input"),
+    500: _("Internal error"),
 }
+INVALID_FIELDS = _("some fields are invalid")
+MALFORMED_JSON = _("malformed JSON")
+UNEXPECTED = _("an unexpected error occurred; it has been logged")
 
 
 def problem(
@@ -123,17 +142,20 @@ def problem(
     headers: Mapping[str, str] | None = None,
     findings: list[CheckFinding] | None = None,
 ) -> JSONResponse:
+    """A problem details answer, said in the request's language."""
     body = Problem(
         type=f"/problems/{status}",
-        title=_TITLES.get(status, "Error"),
+        title=i18n.text(_TITLES.get(status, _("Error"))),
         status=status,
-        detail=detail,
-        errors=[FieldMessage(field=e.field, message=e.message) for e in errors or []],
+        detail=None if detail is None else i18n.text(detail),
+        errors=[FieldMessage(**field_message(e)) for e in errors or []],
     )
     if findings is not None:
         body = LmsCheckProblem(
             **body.model_dump(),
-            findings=[FindingMessage(level=f.level, message=f.message) for f in findings],
+            findings=[
+                FindingMessage(level=f.level, message=i18n.text(f.message)) for f in findings
+            ],
         )
     return JSONResponse(
         body.model_dump(), status_code=status, media_type=PROBLEM_JSON, headers=headers
@@ -141,22 +163,23 @@ def problem(
 
 
 def request_field_errors(exc: RequestValidationError) -> tuple[int, list[FieldError]]:
-    """FastAPI's validation errors as field messages; a body that is not JSON is a 400."""
-    status = 422
+    """FastAPI's validation errors as field messages in our words; a body that is not JSON is a
+    400."""
     errors: list[FieldError] = []
     for err in exc.errors():
-        loc = [str(part) for part in err.get("loc", ())]
+        loc = err.get("loc", ())
         if err.get("type") == "json_invalid":
-            status = 400
-            errors.append(FieldError("body", "malformed JSON: " + str(err.get("msg", ""))))
-            continue
-        if loc and loc[0] in {"body", "query", "path", "header"}:
-            loc = loc[1:]
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
-            message = "unknown field"
-        errors.append(FieldError(".".join(loc), message))
-    return status, errors
+            # FastAPI puts where the JSON broke (a character offset) after "body".
+            at = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+            message = (
+                MALFORMED_JSON
+                if at is None
+                else _("malformed JSON (at character {position})", position=at)
+            )
+            return 400, [FieldError("body", message)]
+        skip = 1 if loc and loc[0] in {"body", "query", "path", "header", "cookie"} else 0
+        errors.extend(field_errors([err], skip=skip))
+    return 422, errors
 
 
 HtmlError = Callable[[Request, int, str], Response]
@@ -182,15 +205,16 @@ def install(app: FastAPI, html_error: HtmlError | None = None) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         status, errors = request_field_errors(exc)
-        detail = "malformed JSON" if status == 400 else "some fields are invalid"
+        detail = MALFORMED_JSON if status == 400 else INVALID_FIELDS
         if html_error is not None and not _is_api(request):
-            return html_error(request, status, "; ".join(f"{e.field}: {e.message}" for e in errors))
+            said = "; ".join(f"{e.field}: {i18n.text(e.message)}" for e in errors)
+            return html_error(request, status, said)
         return problem(status, detail, errors)
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> Response:
         if isinstance(exc, ValidationFailed):
-            return answer(request, 422, "some fields are invalid", errors=exc.errors)
+            return answer(request, 422, INVALID_FIELDS, errors=exc.errors)
         if isinstance(exc, NotFound):
             return answer(request, 404, exc.message)
         if isinstance(exc, Forbidden):
@@ -203,14 +227,15 @@ def install(app: FastAPI, html_error: HtmlError | None = None) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        return answer(request, exc.status_code, str(exc.detail), headers=exc.headers)
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return answer(request, exc.status_code, detail, headers=exc.headers)
 
-    docs_paths = [p for p in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if p]
+    docs_paths = api_docs.DOCS_PATHS
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
-        response = answer(request, 500, "an unexpected error occurred; it has been logged")
+        response = answer(request, 500, UNEXPECTED)
         # Starlette sends this answer from outside every middleware: add the headers here.
         add_security_headers(response.headers, request.url.path, docs_paths)
         return response

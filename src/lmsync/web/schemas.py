@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lmsync import i18n
+from lmsync.domain.employees import EmployeeData
 from lmsync.domain.errors import FieldError
+from lmsync.i18n import Msg
+from lmsync.sync.service import LmsStateName
 
 T = TypeVar("T")
+
+
+def created(what: str) -> dict[str, Any]:
+    """The OpenAPI description of a 201: ``what`` was created, at its ``Location``."""
+    return {
+        "description": f"Created: the {what}, whose URL is in `Location`.",
+        "headers": {
+            "Location": {
+                "description": f"The created {what}'s URL (its path).",
+                "schema": {"type": "string"},
+            }
+        },
+    }
+
+
+def with_location(response: Response, collection: str) -> Response:
+    """A 201 (new or replayed) with ``Location``: ``collection``/the created object's id."""
+    if response.status_code == 201:
+        created_id = json.loads(bytes(response.body))["id"]
+        response.headers["Location"] = f"{collection}/{created_id}"
+    return response
 
 
 class Paged(BaseModel, Generic[T]):
@@ -20,27 +47,15 @@ class Paged(BaseModel, Generic[T]):
     next: str | None = Field(description="URL of the next page, null on the last one.")
 
 
-class EmployeeOut(BaseModel):
+class EmployeeOut(BaseModel, EmployeeData):
+    """An employee: its own fields (``EmployeeData``, their one definition, first) and its
+    identity, status, termination and sync markers."""
+
     model_config = ConfigDict(from_attributes=True)
 
+    # The work email's lookup key is lmsync's own, not part of the answer.
+    work_email_key: str | None = Field(default=None, exclude=True)
     id: str
-    employee_number: str
-    first_name: str
-    last_name: str
-    language: str | None
-    work_email: str | None
-    company_name: str | None
-    job_title: str | None
-    home_phone: str | None
-    home_phone_e164: str | None
-    cell_phone: str | None
-    cell_phone_e164: str | None
-    address: str | None
-    city: str | None
-    province: str | None
-    country: str | None
-    postal_code: str | None
-    hire_date: date
     status: Literal["active", "terminated"] = Field(
         description="As of now. An employee whose termination has not taken effect yet is "
         "active (see leaving_on)."
@@ -60,13 +75,24 @@ class EmployeeOut(BaseModel):
     access_ends_at: datetime | None = Field(
         description="When access to the LMS ends (or ended) for the recorded termination."
     )
-    lms_excluded: bool
     lms_due_at: datetime | None = Field(
         description="When set, the employee has LMS work waiting for the sync engine (at that "
         "time: a scheduled termination is due when it takes effect)."
     )
     created_at: datetime
     updated_at: datetime
+
+
+class ListedEmployeeOut(EmployeeOut):
+    """An employee as the list shows it: with its LMS state."""
+
+    model_config = ConfigDict(validate_by_name=True)
+
+    lms_state: LmsStateName = Field(
+        description="As the employees page shows it (details: `GET /employees/{id}/lms`): "
+        "not_linked | linked | deactivated | skipped | conflict | error | held (a deactivation "
+        "waiting for approval) | excluded."
+    )
 
 
 class EmployeeEventOut(BaseModel):
@@ -102,11 +128,28 @@ class MeOut(BaseModel):
 
 class FieldMessageOut(BaseModel):
     field: str
-    message: str
+    code: str = Field(
+        default="",
+        description="The message in English, without its values: stable, for programs.",
+    )
+    message: str = Field(description="In the request's language (Accept-Language).")
+
+    @model_validator(mode="after")
+    def _code_of_stored_message(self) -> Self:
+        # A row kept by a background import has its English message only.
+        self.code = self.code or self.message
+        return self
 
     @classmethod
     def of(cls, errors: list[FieldError]) -> list[FieldMessageOut]:
-        return [cls(field=e.field, message=e.message) for e in errors]
+        return [cls(**field_message(e)) for e in errors]
+
+
+def field_message(error: FieldError) -> dict[str, str]:
+    """A field error for the API: its stable English ``code`` (a :class:`Msg`'s template, else the
+    message itself) and its ``message`` in the request's language."""
+    code = error.message.code if isinstance(error.message, Msg) else error.message
+    return {"field": error.field, "code": code, "message": i18n.text(error.message)}
 
 
 class ImportedRowOut(BaseModel):
@@ -226,6 +269,12 @@ class OutcomeOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     employee_id: str
+    employee_number: str | None = Field(
+        default=None, description="The employee's, as of now (null: no such employee now)."
+    )
+    employee_name: str | None = Field(
+        default=None, description="First and last name, as of now (null: no such employee now)."
+    )
     action: str
     outcome: str
     reason: str
