@@ -37,7 +37,7 @@ from procs import BENCH_DIR, Lms, child_env, run_child
 from sqlalchemy import select
 
 from lmsync.hr import employees as hr_employees
-from lmsync.lms.base import AlreadyExistsError, ChangedUsers, Connector, UserPage
+from lmsync.lms.base import AlreadyExistsError, ChangedUsers, Connector, RemoteUser, UserPage
 from lmsync.lms.fake import FakeLms
 from lmsync.lms.scim import (
     PATCH_OP,
@@ -51,7 +51,7 @@ from lmsync.storage.database import make_engine, make_session_factory, transacti
 from lmsync.storage.tables import Employee, LmsInterface, LmsLink, utcnow
 from lmsync.sync.engine import RunOptions, SyncEngine
 from lmsync.sync.mapping import create_only_fields, desired_fields
-from lmsync.sync.rules import RemoteUser, diff
+from lmsync.sync.rules import diff
 
 CONCURRENCY = 16  # SyncEngine's default
 RAW_PAGE = 1000  # scim2-server's filter.maxResults caps count at 1000

@@ -10,6 +10,9 @@ import structlog
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The SQLite file in the data directory used when no LMSYNC_DATABASE_URL is set.
+DEFAULT_DATABASE_FILE = "lmsync.sqlite3"
+
 
 def _default_data_dir() -> Path:
     return Path.cwd() / ".lmsync"
@@ -86,4 +89,4 @@ class Settings(BaseSettings):
                     data_dir=str(self.data_dir),
                     mode=oct(mode),
                 )
-        return f"sqlite:///{self.data_dir / 'lmsync.sqlite3'}"
+        return f"sqlite:///{self.data_dir / DEFAULT_DATABASE_FILE}"

@@ -22,6 +22,7 @@ from lmsync.lms.base import (
     LmsError,
     MisconfiguredError,
     RejectedError,
+    RemoteUser,
     TransientError,
     UpdateRequest,
 )
@@ -42,7 +43,6 @@ from lmsync.sync import guard, lease
 from lmsync.sync.engine import RunOptions, SyncBusy, SyncEngine, has_ready_work
 from lmsync.sync.lease import Claim
 from lmsync.sync.mapping import desired_fields
-from lmsync.sync.rules import RemoteUser
 from lmsync.sync.service import SyncService
 
 

@@ -16,14 +16,13 @@ from sqlalchemy import Engine, func, select, update
 from lmsync.domain.employees import RehireIn, TerminateIn
 from lmsync.domain.errors import Conflict
 from lmsync.hr import employees
-from lmsync.lms.base import Connector
+from lmsync.lms.base import Connector, RemoteUser
 from lmsync.storage.database import transaction
 from lmsync.storage.tables import LmsInterface, LmsLink, LmsState, SyncRun, utcnow
 from lmsync.sync import guard, lease
 from lmsync.sync.engine import RunOptions, SyncEngine, has_ready_work
 from lmsync.sync.guard import GuardSettings, WindowState
 from lmsync.sync.lease import LeaseLost
-from lmsync.sync.rules import RemoteUser
 from lmsync.sync.service import SyncService
 from tests.db.test_engine import Setup
 

@@ -1,5 +1,6 @@
 """Email notifications to HR managers, through a real SMTP server (aiosmtpd) started by the test:
-one email per event, to the account's HR managers only, sent again after a failure, never twice."""
+one email per event, to the account's HR managers only, in the account's language, sent again
+after a failure, never twice."""
 
 from __future__ import annotations
 
@@ -8,10 +9,20 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from lmsync import i18n
+from lmsync.i18n import Msg
+from lmsync.notify import notifier as notifier_module
 from lmsync.notify.mail import Mailer
 from lmsync.notify.notifier import Notifier
 from lmsync.storage.database import make_session_factory
-from lmsync.storage.tables import Employee, LmsInterface, LmsState, Notification, SyncRun
+from lmsync.storage.tables import (
+    Account,
+    Employee,
+    LmsInterface,
+    LmsState,
+    Notification,
+    SyncRun,
+)
 from tests.conftest import World
 from tests.smtp_peer import SmtpServer, smtp  # noqa: F401
 
@@ -86,8 +97,10 @@ def test_a_held_run_is_mailed_once_to_the_hr_managers(
     [mail] = smtp.inbox.wait_for(1)
     assert mail["To"] == "mhr_a@example.com"  # the account's HR manager, not its viewer
     assert mail["Subject"] == "[lmsync] 42 LMS deactivations wait for your approval (A)"
+    assert mail["Content-Language"] == "en"  # the account chose no language: English
     body = mail.get_content()
     assert "https://lmsync.example.com/sync/run-held" in body
+    assert "held a run started Dec 2, 2026, 11:57\u202fAM (UTC)" in body  # the account's zone
     assert notes.tick() == 0  # one email per event
     clock.now += timedelta(hours=1)
     assert notes.tick() == 0
@@ -113,7 +126,9 @@ def test_an_lms_outage_is_mailed_after_the_threshold_and_each_new_outage_again(
     clock.now = NOON + timedelta(minutes=6)
     assert notes.tick() == 1
     [mail] = smtp.inbox.wait_for(1)
-    assert mail["Subject"] == "[lmsync] The LMS has been failing since 2026-12-02 11:50 UTC (A)"
+    assert (
+        mail["Subject"] == "[lmsync] The LMS has been failing since Dec 2, 2026, 11:50\u202fAM (A)"
+    )
     body = mail.get_content()
     assert message in body
     assert "https://lmsync.example.com/settings/interfaces/lms" in body
@@ -202,3 +217,35 @@ def test_a_failed_send_is_tried_again_and_keeps_no_secret(
         [row] = s.scalars(select(Notification)).all()
         assert row.sent_at is not None
         assert row.attempts == 2
+
+
+def test_an_account_in_french_gets_its_alert_email_in_french_in_its_time_zone(
+    engine: Engine,
+    world: World,
+    smtp: SmtpServer,  # noqa: F811
+) -> None:
+    interface(engine, world)
+    with Session(engine) as s, s.begin():
+        s.execute(
+            update(Account)
+            .where(Account.id == world.account_a)
+            .values(ui_language="fr_CA", timezone="America/Toronto")
+        )
+    run(engine, world, "run-held", "held", NOON - timedelta(minutes=3), counts={"held": 42})
+    assert notifier(engine, smtp, Clock(NOON)).tick() == 1
+    [mail] = smtp.inbox.wait_for(1)
+    assert mail["Content-Language"] == "fr-CA"
+    with i18n.using("fr_CA"):
+        subject = i18n.text(Msg(notifier_module.HELD_SUBJECT, count=42, account="A"))
+        action = i18n.text(Msg(notifier_module.HELD_ACTION))
+        started = i18n.format_datetime(NOON - timedelta(minutes=3), "America/Toronto")
+    assert mail["Subject"] == subject
+    body = mail.get_content()
+    assert action in body
+    assert f"{started} (America/Toronto)" in body
+    assert "2 déc. 2026" in started  # French dates (CLDR), whatever the catalogue holds
+    assert "6 h 57" in started  # 11:57 UTC is 06:57 in Toronto
+    # The catalogue translates the subject and the body: the email is really French.
+    assert mail["Subject"] != "[lmsync] 42 LMS deactivations wait for your approval (A)"
+    assert "approbation" in mail["Subject"]
+    assert "Examinez les désactivations" in body

@@ -10,6 +10,7 @@ from functools import partial
 
 import pytest
 
+from lmsync import i18n
 from tests.api.test_pages import sign_in
 from tests.integration.conftest import Harness, scim_user, wait_for
 
@@ -332,8 +333,9 @@ def test_the_preview_shows_every_field_a_creation_will_write(harness: Harness) -
     page = harness.client.post("/settings/interfaces/lms/preview", data={"csrf_token": token})
     assert page.status_code == 200
     shown = page.text.split('id="create-only"')[1].split("</dl>")[0]
-    assert create_only["registration_date"][:10] in shown
-    assert create_only["expiration_date"][:10] in shown
+    # The page says the dates in the reader's language (English here: "Dec 3, 2026").
+    assert i18n.format_date(registered.date()) in shown
+    assert i18n.format_date(expires.date()) in shown
     assert "Request" in shown
     rows = list(
         csv.DictReader(io.StringIO(harness.client.get(f"/sync/{preview['run_id']}/plan.csv").text))

@@ -23,12 +23,12 @@ from lmsync.lms.base import (
     MisconfiguredError,
     NotFoundError,
     RejectedError,
+    RemoteUser,
     TransientError,
     UpdateRequest,
 )
 from lmsync.lms.moodle import NEEDED_FUNCTIONS, SERVER_PATH, MoodleConnector, MoodleSettings
 from lmsync.lms.moodle_fields import MoodleMapping
-from lmsync.sync.rules import RemoteUser
 
 SITE = "https://moodle.example.test"
 TOKEN = "tok3n0123456789abcdef"

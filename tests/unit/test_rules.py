@@ -11,6 +11,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from lmsync.lms.base import RemoteUser
 from lmsync.sync.rules import (
     DUPLICATE_HR_EMAIL,
     WORK_EMAIL_REQUIRED,
@@ -20,7 +21,6 @@ from lmsync.sync.rules import (
     Kind,
     LinkRefresh,
     LinkView,
-    RemoteUser,
     Scope,
     decide,
     diff,

@@ -18,11 +18,11 @@ from lmsync.lms.base import (
     MisconfiguredError,
     NotFoundError,
     RejectedError,
+    RemoteUser,
     TransientError,
     UpdateRequest,
 )
 from lmsync.lms.scim import ScimConnector, ScimSettings
-from lmsync.sync.rules import RemoteUser
 from tests.unit.test_scim_connector import CREATE_ONLY, FIELDS
 
 BASE = "https://lms.example.test/scim/v2"

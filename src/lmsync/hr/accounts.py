@@ -14,6 +14,7 @@ from lmsync.domain.errors import Conflict, DomainError, FieldError, NotFound, Va
 from lmsync.domain.normalize import NormalizationError, normalize_email
 from lmsync.hr.employees import reschedule_for_timezone
 from lmsync.hr.principal import Principal
+from lmsync.i18n import _
 from lmsync.jobs.due_hook import note_due
 from lmsync.security import hash_api_token, hash_password, new_api_token, password_problem
 from lmsync.storage.tables import Account, ApiToken, Employee, Membership, User, utcnow
@@ -35,7 +36,7 @@ def create_account(session: Session, data: AccountCreateIn) -> Account:
 def get_account(session: Session, account_id: str) -> Account:
     account = session.get(Account, account_id)
     if account is None:
-        raise NotFound("account not found")
+        raise NotFound(_("account not found"))
     return account
 
 
@@ -57,7 +58,7 @@ def update_account(
     timezone, was_enabled = account.timezone, account.user_sync_enabled
     for name, value in fields.items():
         if value is None:
-            raise ValidationFailed([FieldError(name, "must not be null")])
+            raise ValidationFailed([FieldError(name, _("must not be null"))])
         setattr(account, name, value)
     if account.timezone != timezone:
         reschedule_for_timezone(session, account, utcnow())
@@ -95,7 +96,7 @@ def create_user(
 ) -> User:
     stored, key = _email_key(email)
     if session.scalar(select(User).where(User.email_key == key)) is not None:
-        raise Conflict(f"a user with email {stored} already exists")
+        raise Conflict(_("a user with email {email} already exists", email=stored))
     if password is not None and (problem := password_problem(password, email=stored)):
         raise ValidationFailed([FieldError("password", problem)])
     user = User(
@@ -110,10 +111,10 @@ def create_user(
 
 
 def find_user(session: Session, email: str) -> User:
-    _, key = _email_key(email)
+    _stored, key = _email_key(email)
     user = session.scalar(select(User).where(User.email_key == key))
     if user is None:
-        raise NotFound(f"no user with email {email}")
+        raise NotFound(_("no user with email {email}", email=email))
     return user
 
 
@@ -161,29 +162,33 @@ def create_token(
     lifetime = lifetime or TokenLifetime()
     days = lifetime.default_days if days is None else days
     if days < 1:
-        raise ValidationFailed([FieldError("days", "a token lasts at least 1 day")])
+        raise ValidationFailed([FieldError("days", _("a token lasts at least 1 day"))])
     if days > lifetime.max_days:
         raise ValidationFailed(
             [
                 FieldError(
                     "days",
-                    f"a token lasts at most {lifetime.max_days} days; "
-                    f"ask for {lifetime.max_days} or fewer",
+                    _(
+                        "a token lasts at most {days} days; ask for {days} or fewer",
+                        days=lifetime.max_days,
+                    ),
                 )
             ]
         )
     name = name.strip()
     if len(name) > 100:
-        raise ValidationFailed([FieldError("name", "at most 100 characters")])
+        raise ValidationFailed([FieldError("name", _("at most {count} characters", count=100))])
     memberships = list(session.scalars(select(Membership).where(Membership.user_id == user.id)))
     if account_id is None and len(memberships) == 1:
         account_id = memberships[0].account_id
     if account_id is None and not user.is_operator:
         raise ValidationFailed(
-            [FieldError("account", "this user belongs to several accounts or none; name one")]
+            [FieldError("account", _("this user belongs to several accounts or none; name one"))]
         )
     if account_id is not None and account_id not in {m.account_id for m in memberships}:
-        raise ValidationFailed([FieldError("account", "the user is not a member of this account")])
+        raise ValidationFailed(
+            [FieldError("account", _("the user is not a member of this account"))]
+        )
     token, digest = new_api_token()
     now = utcnow()
     record = ApiToken(
@@ -204,7 +209,7 @@ def revoke_token(session: Session, token: str) -> None:
     """Revoke a token given as issued; it stops working at once."""
     record = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_api_token(token)))
     if record is None:
-        raise NotFound("no such token")
+        raise NotFound(_("no such token"))
     record.revoked_at = record.revoked_at or utcnow()
 
 
@@ -270,9 +275,9 @@ def get_token(session: Session, principal: Principal, token_id: str) -> TokenVie
     is not found)."""
     record = session.get(ApiToken, token_id)
     if record is None or record.account_id is None or record.account_id != principal.account_id:
-        raise NotFound("token not found")
+        raise NotFound(_("token not found"))
     if principal.role != "MHR" and record.user_id != principal.user_id:
-        raise NotFound("token not found")
+        raise NotFound(_("token not found"))
     owner = session.get_one(User, record.user_id)
     return TokenView(
         id=record.id,
@@ -291,7 +296,7 @@ def revoke_token_by_id(session: Session, principal: Principal, token_id: str) ->
     account_id = principal.writable_account()
     record = session.get(ApiToken, token_id)
     if record is None or record.account_id != account_id:
-        raise NotFound("token not found")
+        raise NotFound(_("token not found"))
     record.revoked_at = record.revoked_at or utcnow()
 
 
@@ -330,7 +335,7 @@ def principal_for_token(session: Session, token: str) -> Principal | None:
         return None
     now = utcnow()
     if record.expires_at is None or record.expires_at <= now:
-        raise TokenExpired("the token has expired")
+        raise TokenExpired(_("the token has expired"))
     principal = principal_of(session, record.user_id, record.account_id)
     if principal is not None and (
         record.last_used_at is None or (now - record.last_used_at).total_seconds() > 60

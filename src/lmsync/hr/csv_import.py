@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,10 +12,12 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from lmsync.domain import validation
 from lmsync.domain.employees import EDITABLE_FIELDS, EmployeeCreateIn
 from lmsync.domain.errors import FieldError, ValidationFailed
 from lmsync.hr import employees
 from lmsync.hr.principal import Principal
+from lmsync.i18n import Msg, _
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_ROWS = 100_000
@@ -43,7 +46,7 @@ class ImportReport:
     rejected: list[RejectedRow] = field(default_factory=list)
 
 
-def _file_error(message: str) -> ValidationFailed:
+def _file_error(message: Msg) -> ValidationFailed:
     return ValidationFailed([FieldError("file", message)])
 
 
@@ -51,13 +54,13 @@ def iter_rows(content: bytes) -> Iterator[tuple[int, dict[str, str]]]:
     """Rows as (line, {column: value}), read lazily; an unreadable file raises
     ``ValidationFailed`` (a bad header on the first row asked for, a bad row when reached)."""
     if len(content) > MAX_BYTES:
-        raise _file_error(f"file is larger than {MAX_BYTES // (1024 * 1024)} MB")
+        raise _file_error(_("file is larger than {size} MB", size=MAX_BYTES // (1024 * 1024)))
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise _file_error(f"file is not UTF-8 text (byte {exc.start})") from exc
+        raise _file_error(_("file is not UTF-8 text (byte {offset})", offset=exc.start)) from exc
     if not text.strip():
-        raise _file_error("file is empty; the first line must name the columns")
+        raise _file_error(_("file is empty; the first line must name the columns"))
     first_line = text.splitlines()[0]
     delimiter = max(",;\t", key=first_line.count)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
@@ -66,30 +69,51 @@ def iter_rows(content: bytes) -> Iterator[tuple[int, dict[str, str]]]:
         unknown = [name for name in header if name not in EDITABLE_FIELDS]
         if unknown:
             raise _file_error(
-                "unknown columns: "
-                + ", ".join(unknown)
-                + "; columns are: "
-                + ", ".join(EDITABLE_FIELDS)
+                _(
+                    "unknown columns: {unknown}; columns are: {columns}",
+                    unknown=", ".join(unknown),
+                    columns=", ".join(EDITABLE_FIELDS),
+                )
             )
         missing = [name for name in REQUIRED_COLUMNS if name not in header]
         if missing:
-            raise _file_error("missing required columns: " + ", ".join(missing))
+            raise _file_error(_("missing required columns: {columns}", columns=", ".join(missing)))
         if len(set(header)) != len(header):
-            raise _file_error("a column is named twice in the header")
+            raise _file_error(_("a column is named twice in the header"))
         count = 0
         for values in reader:
             if not any(v.strip() for v in values):
                 continue
             if count >= MAX_ROWS:
-                raise _file_error(f"file has more than {MAX_ROWS} rows; split it")
+                raise _file_error(_("file has more than {count} rows; split it", count=MAX_ROWS))
             count += 1
             line = reader.line_num
             if len(values) != len(header):
-                yield line, {"__width__": f"{len(values)} values for {len(header)} columns"}
+                width = _(
+                    "{values} values for {columns} columns", values=len(values), columns=len(header)
+                )
+                yield line, {"__width__": width}
                 continue
             yield line, dict(zip(header, values, strict=True))
     except csv.Error as exc:
-        raise _file_error(f"line {reader.line_num}: {exc}") from exc
+        raise _file_error(
+            _("line {line}: {problem}", line=reader.line_num, problem=_csv_problem(exc))
+        ) from exc
+
+
+# The csv module's messages (its English) for a malformed file, said in the reader's language.
+_END_OF_DATA = "unexpected end of data"
+_AFTER_QUOTE = re.compile(r"'(.)' expected after '\"'", re.S)
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    text = str(exc)
+    if text == _END_OF_DATA:
+        return _("unexpected end of data")
+    found = _AFTER_QUOTE.fullmatch(text)
+    if found:
+        return _("'{delimiter}' expected after '\"'", delimiter=found[1])
+    return text
 
 
 def parse_csv(content: bytes) -> list[tuple[int, dict[str, str]]]:
@@ -99,7 +123,7 @@ def parse_csv(content: bytes) -> list[tuple[int, dict[str, str]]]:
 
 def count_rows(content: bytes) -> int:
     """Check the whole file without keeping its rows; an unreadable file raises."""
-    return sum(1 for _ in iter_rows(content))
+    return sum(1 for _row in iter_rows(content))
 
 
 def _row_input(values: dict[str, str]) -> dict[str, Any]:
@@ -115,12 +139,9 @@ def _row_input(values: dict[str, str]) -> dict[str, Any]:
 
 
 def pydantic_field_errors(exc: ValidationError) -> list[FieldError]:
-    out = []
-    for err in exc.errors():
-        name = ".".join(str(part) for part in err["loc"])
-        message = err["msg"].removeprefix("Value error, ")
-        out.append(FieldError(name, message))
-    return out
+    """pydantic's errors as field messages, in lmsync's translatable words
+    (``domain.validation``)."""
+    return validation.field_errors(exc.errors())
 
 
 def import_rows(
@@ -150,7 +171,7 @@ def import_rows(
                 data = employees.validate_new(session, account, raw)
                 if data.employee_number in seen:
                     raise ValidationFailed(
-                        [FieldError("employee_number", "appears twice in this file")]
+                        [FieldError("employee_number", _("appears twice in this file"))]
                     )
                 seen.add(data.employee_number)
                 report.imported.append(ImportedRow(line, data.employee_number, None))

@@ -34,9 +34,11 @@ from lmsync.domain.employees import (
 from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from lmsync.domain.normalize import NormalizationError, clean_text
 from lmsync.hr.principal import Principal
+from lmsync.i18n import _
 from lmsync.storage.tables import Account, Employee, EmployeeEvent, utcnow
 
-NUMBER_TAKEN = "already used by another employee of this account"
+NUMBER_TAKEN = _("already used by another employee of this account")
+MUST_NOT_BE_NULL = _("must not be null")
 
 
 def account_today(account: Account, now: datetime | None = None) -> date:
@@ -65,7 +67,7 @@ def status_of(employee: Employee, now: datetime | None = None) -> employment.Emp
 def _account(session: Session, account_id: str) -> Account:
     account = session.get(Account, account_id)
     if account is None:
-        raise NotFound("account not found")
+        raise NotFound(_("account not found"))
     return account
 
 
@@ -136,7 +138,7 @@ def hire(
 def get_employee(session: Session, account_id: str, employee_id: str) -> Employee:
     employee = session.get(Employee, employee_id)
     if employee is None or employee.account_id != account_id:
-        raise NotFound("employee not found")
+        raise NotFound(_("employee not found"))
     return employee
 
 
@@ -155,7 +157,7 @@ def update(
     employee = get_employee(session, account_id, employee_id)
     account = _account(session, account_id)
     nulls = [
-        FieldError(name, "must not be null")
+        FieldError(name, MUST_NOT_BE_NULL)
         for name in ("hire_date", "lms_excluded")
         if name in patch and patch[name] is None
     ]
@@ -272,13 +274,18 @@ def terminate(
     if status == "leaving":
         assert employee.termination_date is not None
         raise Conflict(
-            f"employee is already leaving on {employee.termination_date.isoformat()}; change "
-            "or cancel that termination instead"
+            _(
+                "employee is already leaving on {day}; change or cancel that termination instead",
+                day=employee.termination_date.isoformat(),
+            )
         )
     if status == "terminated":
         assert employee.termination_date is not None
         raise Conflict(
-            f"employee is already terminated (since {employee.termination_date.isoformat()})"
+            _(
+                "employee is already terminated (since {day})",
+                day=employee.termination_date.isoformat(),
+            )
         )
     check_termination(employee.hire_date, data.termination_date)
     employee.termination_reason = _clean_reason(data.reason)
@@ -305,16 +312,19 @@ def change_termination(
     account = _account(session, account_id)
     status = status_of(employee, now)
     if status == "active":
-        raise Conflict("employee has no termination to change")
+        raise Conflict(_("employee has no termination to change"))
     assert employee.termination_date is not None
     if status == "terminated":
         raise Conflict(
-            f"the termination took effect (last day worked {employee.termination_date.isoformat()})"
-            "; cancel it if it was recorded by mistake, or rehire the employee"
+            _(
+                "the termination took effect (last day worked {day}); cancel it if it was "
+                "recorded by mistake, or rehire the employee",
+                day=employee.termination_date.isoformat(),
+            )
         )
     sent = data.model_fields_set
     nulls = [
-        FieldError(name, "must not be null")
+        FieldError(name, MUST_NOT_BE_NULL)
         for name in ("termination_date", "effective_immediately")
         if name in sent and getattr(data, name) is None
     ]
@@ -360,7 +370,7 @@ def cancel_termination(
     now = now or utcnow()
     employee = get_employee(session, account_id, employee_id)
     if employee.access_ends_at is None:
-        raise Conflict("employee has no termination to cancel")
+        raise Conflict(_("employee has no termination to cancel"))
     note = _clean_reason(data.note, "note")
     details = _termination_details(employee, now) | {"note": note}
     _clear_termination(employee, now)
@@ -385,11 +395,13 @@ def rehire(
     if status == "leaving":
         assert employee.termination_date is not None
         raise Conflict(
-            f"employee is still employed (leaving on {employee.termination_date.isoformat()}); "
-            "cancel the termination instead"
+            _(
+                "employee is still employed (leaving on {day}); cancel the termination instead",
+                day=employee.termination_date.isoformat(),
+            )
         )
     if status != "terminated":
-        raise Conflict("employee is active; only a terminated employee can be rehired")
+        raise Conflict(_("employee is active; only a terminated employee can be rehired"))
     check_rehire(employee.termination_date, data.hire_date)
     previous = employee.termination_date
     employee.hire_date = data.hire_date

@@ -31,6 +31,7 @@ from lmsync.domain.errors import Conflict, NotFound, ValidationFailed
 from lmsync.hr import accounts, csv_import
 from lmsync.hr.csv_import import ImportReport, RejectedRow
 from lmsync.hr.principal import Principal
+from lmsync.i18n import _
 from lmsync.storage.database import lock_row, transaction
 from lmsync.storage.tables import Account, EmployeeImport, table_of, utcnow
 
@@ -115,16 +116,21 @@ def ensure_none_unfinished(session: Session, account_id: str) -> None:
         .limit(1)
     )
     if busy is not None:
+        follow = f"/api/v1/employees/imports/{busy}"
         raise Conflict(
-            f"import {busy} of this account is not finished yet; "
-            f"follow /api/v1/employees/imports/{busy} and send this file when it has finished"
+            _(
+                "import {id} of this account is not finished yet; follow {path} and send this "
+                "file when it has finished",
+                id=busy,
+                path=follow,
+            )
         )
 
 
 def get_import(session: Session, account_id: str, import_id: str) -> EmployeeImport:
     row = session.get(EmployeeImport, import_id, options=[defer(EmployeeImport.content)])
     if row is None or row.account_id != account_id:
-        raise NotFound("import not found")
+        raise NotFound(_("import not found"))
     return row
 
 
@@ -166,7 +172,7 @@ def claim_next(
     sessions: sessionmaker[Session], owner: str, stale_after: timedelta = STALE_AFTER
 ) -> str | None:
     """Take the oldest import that is queued or whose runner's heartbeat is stale; its id."""
-    for _ in range(3):  # another process may win the row between the look and the update
+    for _attempt in range(3):  # another process may win the row between the look and the update
         with transaction(sessions) as session:
             # SKIP LOCKED (PostgreSQL): a row in the middle of a live chunk is not a candidate.
             import_id = session.scalar(

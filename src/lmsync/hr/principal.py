@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmsync.domain.errors import Forbidden
+from lmsync.i18n import _
 
 
 @dataclass(frozen=True)
@@ -21,16 +22,16 @@ class Principal:
     def account(self) -> str:
         """The account this principal reads in; raises when it acts in none."""
         if self.account_id is None:
-            raise Forbidden("this token is not bound to an account")
+            raise Forbidden(_("this token is not bound to an account"))
         return self.account_id
 
     def writable_account(self) -> str:
         """The account this principal may change (role MHR)."""
         account_id = self.account()
         if self.role != "MHR":
-            raise Forbidden("the viewer role is read-only; an HR manager (MHR) can make changes")
+            raise Forbidden(_("the viewer role is read-only; an HR manager (MHR) can make changes"))
         return account_id
 
     def require_operator(self) -> None:
         if not self.is_operator:
-            raise Forbidden("only a platform operator can do this")
+            raise Forbidden(_("only a platform operator can do this"))

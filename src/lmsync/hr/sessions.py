@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from lmsync.domain.errors import DomainError
 from lmsync.hr.accounts import principal_of
 from lmsync.hr.principal import Principal
+from lmsync.i18n import _
 from lmsync.security import hash_api_token, verify_password
 from lmsync.storage.tables import LoginFailure, Membership, User, WebSession, utcnow
 
@@ -56,13 +57,13 @@ def login(session: Session, email: str, password: str, ip: str) -> BrowserSessio
     email_key = email.strip().casefold()
     if _throttled(session, email_key, ip):
         raise LoginThrottled(
-            "too many failed sign-in attempts; wait 15 minutes or ask an administrator"
+            _("too many failed sign-in attempts; wait 15 minutes or ask an administrator")
         )
     user = session.scalar(select(User).where(User.email_key == email_key))
     # Always one argon2 verification, also for an unknown email or a login without a password:
     # otherwise the time taken tells whether an email has a login.
     if not verify_password(user.password_hash if user else None, password) or user is None:
-        raise LoginRefused("wrong email or password")
+        raise LoginRefused(_("wrong email or password"))
     session.execute(delete(LoginFailure).where(LoginFailure.email_key == email_key))
     membership = session.scalars(
         select(Membership).where(Membership.user_id == user.id).order_by(Membership.created_at)

@@ -11,7 +11,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from lmsync.sync.rules import RemoteUser
+
+@dataclass(frozen=True)
+class RemoteUser:
+    """An LMS user as the connector sees it. ``fields`` use LMS-neutral names
+    (``lmsync.sync.mapping``)."""
+
+    id: str
+    active: bool
+    email_key: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    linked_to: str | None = None  # the employee already linked to it, if any
 
 
 class LmsError(Exception):

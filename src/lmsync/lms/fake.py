@@ -13,9 +13,9 @@ from lmsync.lms.base import (
     DryRunWriteError,
     LmsError,
     NotFoundError,
+    RemoteUser,
     UserPage,
 )
-from lmsync.sync.rules import RemoteUser
 
 
 class FakeLms:

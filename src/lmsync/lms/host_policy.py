@@ -23,6 +23,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 
 import httpx
 
+from lmsync.i18n import _
 from lmsync.lms.base import MisconfiguredError
 from lmsync.settings import Settings
 
@@ -30,7 +31,7 @@ IPAddress = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 Resolver = Callable[[str, int], list[IPAddress]]
 
-NOT_ALLOWED = "this LMS address is not allowed by the server's configuration"
+NOT_ALLOWED = _("this LMS address is not allowed by the server's configuration")
 _NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$")
 _NUMERIC = re.compile(r"^[0-9a-fx.]+$")  # what inet_aton may read as an IPv4 address
 _LOOPBACK = (IPv4Address("127.0.0.1"), IPv6Address("::1"))

@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from lmsync.i18n import N_, Msg, _
 from lmsync.lms.base import (
     AlreadyExistsError,
     ConflictError,
@@ -43,6 +44,7 @@ from lmsync.lms.base import (
     MisconfiguredError,
     NotFoundError,
     RejectedError,
+    RemoteUser,
     TransientError,
     UpdateRequest,
     UserPage,
@@ -59,7 +61,6 @@ from lmsync.lms.moodle_fields import (
     user_values,
 )
 from lmsync.lms.remote_text import RemoteText
-from lmsync.sync.rules import RemoteUser
 
 SERVER_PATH = "/webservice/rest/server.php"
 READ_FUNCTIONS = frozenset(
@@ -69,21 +70,22 @@ WRITE_FUNCTIONS = frozenset({"core_user_create_users", "core_user_update_users"}
 NEEDED_FUNCTIONS = READ_FUNCTIONS | WRITE_FUNCTIONS
 # Error codes that mean "nothing will work until the configuration is fixed".
 _MISCONFIGURED = {
-    "invalidtoken": "the web-service token was refused",
-    "invalidtokensession": "the web-service token was refused",
-    "accessexception": "the token's service does not allow this function, or its user lacks "
-    "a capability",
-    "servicenotavailable": "the token's web service is disabled",
-    "webservicenotenabled": "web services are disabled on this Moodle",
-    "wsaccessuserdeleted": "the token's user was deleted",
-    "wsaccessusersuspended": "the token's user is suspended",
-    "wsaccessusernologin": "the token's user cannot log in (auth method nologin)",
-    "usernotfullysetup": "the token's user must complete its profile first",
-    "nopermissions": "the token's user lacks a capability",
-    "requireloginerror": "the token's user cannot log in",
-    "sitepolicynotagreed": "the token's user has not agreed to the site policy",
-    "invalidrecord": "the token's service lacks a function lmsync needs",
-    "forcepasswordchangenotice": "the token's user must change its password first",
+    "invalidtoken": N_("the web-service token was refused"),
+    "invalidtokensession": N_("the web-service token was refused"),
+    "accessexception": N_(
+        "the token's service does not allow this function, or its user lacks a capability"
+    ),
+    "servicenotavailable": N_("the token's web service is disabled"),
+    "webservicenotenabled": N_("web services are disabled on this Moodle"),
+    "wsaccessuserdeleted": N_("the token's user was deleted"),
+    "wsaccessusersuspended": N_("the token's user is suspended"),
+    "wsaccessusernologin": N_("the token's user cannot log in (auth method nologin)"),
+    "usernotfullysetup": N_("the token's user must complete its profile first"),
+    "nopermissions": N_("the token's user lacks a capability"),
+    "requireloginerror": N_("the token's user cannot log in"),
+    "sitepolicynotagreed": N_("the token's user has not agreed to the site policy"),
+    "invalidrecord": N_("the token's service lacks a function lmsync needs"),
+    "forcepasswordchangenotice": N_("the token's user must change its password first"),
 }
 # update_users warnings by code.
 _GONE = {"invaliduserid", "usernotupdateddeleted"}
@@ -193,20 +195,31 @@ class MoodleConnector:
             raise TransientError(self._text.clean(f"{function}: HTTP status {status}"))
         if 300 <= status < 400:
             raise MisconfiguredError(
-                f"{function}: HTTP status {status}: the site redirects elsewhere, which lmsync "
-                "does not follow; set the interface's URL to the site's final address"
+                _(
+                    "{function}: HTTP status {status}: the site redirects elsewhere, which lmsync "
+                    "does not follow; set the interface's URL to the site's final address",
+                    function=function,
+                    status=status,
+                )
             )
         if status != 200:
             raise MisconfiguredError(
-                f"{function}: HTTP status {status}: is this the site's address, with web "
-                "services and the REST protocol enabled?"
+                _(
+                    "{function}: HTTP status {status}: is this the site's address, with web "
+                    "services and the REST protocol enabled?",
+                    function=function,
+                    status=status,
+                )
             )
         try:
             answer = response.json()
         except ValueError:
             raise MisconfiguredError(
-                f"{function}: the answer is not JSON: is this the site's address, with the REST "
-                "protocol enabled?"
+                _(
+                    "{function}: the answer is not JSON: is this the site's address, with the "
+                    "REST protocol enabled?",
+                    function=function,
+                )
             ) from None
         if isinstance(answer, dict) and "exception" in answer and "errorcode" in answer:
             raise self._error(function, answer)
@@ -216,7 +229,14 @@ class MoodleConnector:
         code = str(answer.get("errorcode") or "")
         safe_code = self._text.clean(code, 60)
         if code in _MISCONFIGURED:
-            return MisconfiguredError(f"{function}: {_MISCONFIGURED[code]} (Moodle: {safe_code})")
+            return MisconfiguredError(
+                _(
+                    "{function}: {problem} (Moodle: {code})",
+                    function=function,
+                    problem=Msg(_MISCONFIGURED[code]),
+                    code=safe_code,
+                )
+            )
         if code in ("dmlwriteexception", "dmlreadexception"):
             return RejectedError(f"{function}: Moodle could not write the user ({safe_code})")
         return RejectedError(f"{function}: Moodle refused the data ({safe_code})")
@@ -224,7 +244,7 @@ class MoodleConnector:
     def _users(self, answer: Any) -> list[dict[str, Any]]:
         users = answer.get("users") if isinstance(answer, dict) else answer
         if not isinstance(users, list):
-            raise MisconfiguredError("unexpected answer from Moodle (no user list)")
+            raise MisconfiguredError(_("unexpected answer from Moodle (no user list)"))
         return [u for u in users if isinstance(u, dict) and _user_id(u) is not None]
 
     # -- reading ----------------------------------------------------------------------------------
@@ -237,7 +257,7 @@ class MoodleConnector:
         info = self._call("core_webservice_get_site_info")
         user_id = info.get("userid") if isinstance(info, dict) else None
         if not isinstance(user_id, int):
-            raise MisconfiguredError("core_webservice_get_site_info: no user id in the answer")
+            raise MisconfiguredError(_("core_webservice_get_site_info: no user id in the answer"))
         with self._lock:
             self._self_id = user_id
         return user_id
@@ -301,7 +321,7 @@ class MoodleConnector:
     def from_user(self, user: Mapping[str, Any]) -> RemoteUser:
         user_id = _user_id(user)
         if user_id is None:
-            raise RejectedError("Moodle returned a user without id")
+            raise RejectedError(_("Moodle returned a user without id"))
         email = user.get("email")
         return RemoteUser(
             id=str(user_id),
@@ -337,15 +357,18 @@ class MoodleConnector:
     def _check_create(self, fields: Mapping[str, Any]) -> LmsError | None:
         """What Moodle would refuse, found before sending (one refused user fails a call)."""
         if not str(fields.get("email") or "").strip():
-            return RejectedError("a Moodle user needs an email")
-        for name in ("first_name", "last_name"):
+            return RejectedError(_("a Moodle user needs an email"))
+        for name, without in (
+            ("first_name", _("Moodle refuses a user without first name")),
+            ("last_name", _("Moodle refuses a user without last name")),
+        ):
             if not str(fields.get(name) or "").strip():
-                return RejectedError(f"Moodle refuses a user without {name.replace('_', ' ')}")
+                return RejectedError(without)
         if problem := phone_problem(fields) or self._username_problem(fields):
             return RejectedError(problem)
         if self.settings.auth_method == "manual" and not self.settings.create_password:
             return MisconfiguredError(
-                "the manual auth method needs 'create password' on: lmsync sends no password"
+                _("the manual auth method needs 'create password' on: lmsync sends no password")
             )
         return None
 
@@ -354,7 +377,7 @@ class MoodleConnector:
         username = str(fields.get("email") or "").strip().lower()
         if self.settings.extended_username_chars or _USERNAME.fullmatch(username):
             return None
-        return (
+        return _(
             "the work email cannot be a Moodle username: Moodle allows only a-z 0-9 _ - . @ "
             "unless its 'Allow extended characters in usernames' setting is on"
         )
@@ -374,14 +397,14 @@ class MoodleConnector:
                 forms.append((index, self._create_form(fields, create_only)))
         for start in range(0, len(forms), self.batch_size):
             chunk = forms[start : start + self.batch_size]
-            for (index, _), result in zip(chunk, self._create_chunk(chunk), strict=True):
+            for (index, _form), result in zip(chunk, self._create_chunk(chunk), strict=True):
                 results[index] = result
         self._read_back_first(results, items)
         return [r if r is not None else RejectedError("not sent") for r in results]
 
     def _create_chunk(self, chunk: list[tuple[int, dict[str, Any]]]) -> list[RemoteUser | LmsError]:
         params: list[tuple[str, str]] = []
-        for position, (_, user) in enumerate(chunk):
+        for position, (_index, user) in enumerate(chunk):
             form(f"users[{position}]", user, params)
         try:
             answer = self._call("core_user_create_users", params)
@@ -399,11 +422,11 @@ class MoodleConnector:
                 " lower the batch size (is PHP's max_input_vars lower than configured?)"
             )
         out: list[RemoteUser | LmsError] = []
-        for _, user in chunk:
+        for _index, user in chunk:
             created = made.get(user["username"])
             user_id = _user_id(created) if created else None
             if user_id is None:
-                out.append(RejectedError("Moodle did not return the new user's id"))
+                out.append(RejectedError(_("Moodle did not return the new user's id")))
                 continue
             fields = self._sent_fields(user)
             out.append(RemoteUser(str(user_id), True, user["email"].strip().casefold(), fields))
@@ -427,16 +450,26 @@ class MoodleConnector:
                 if str(holder.get("email", "")).casefold() == email.casefold():
                     return AlreadyExistsError("a Moodle user with this username and email exists")
                 return ConflictError(
-                    f"the Moodle username {username!r} is taken by another Moodle user "
-                    f"(id {_user_id(holder)}) with a different email"
+                    _(
+                        "the Moodle username {username} is taken by another Moodle user (id {id}) "
+                        "with a different email",
+                        username=repr(username),
+                        id=_user_id(holder),
+                    )
                 )
             if self.find_by_email(email):
                 return AlreadyExistsError("a Moodle user already has this email")
         except LmsError as exc:
             return exc
         lang = user.get("lang")
-        hint = f" (is the language pack {lang!r} installed?)" if lang else ""
-        return RejectedError(f"Moodle refused the user's data{hint}")
+        if lang:
+            return RejectedError(
+                _(
+                    "Moodle refused the user's data (is the language pack {pack} installed?)",
+                    pack=repr(lang),
+                )
+            )
+        return RejectedError(_("Moodle refused the user's data"))
 
     def _read_back_first(
         self,
@@ -501,7 +534,7 @@ class MoodleConnector:
         for index, request in enumerate(items):
             if request.user_id == own:
                 results[index] = ConflictError(
-                    "this Moodle user is the web-service user lmsync signs in as: never changed"
+                    _("this Moodle user is the web-service user lmsync signs in as: never changed")
                 )
                 continue
             names = set(request.changed)
@@ -518,13 +551,13 @@ class MoodleConnector:
                 sent.append((index, user))
         for start in range(0, len(sent), self.batch_size):
             chunk = sent[start : start + self.batch_size]
-            for (index, _), result in zip(chunk, self._update_chunk(chunk), strict=True):
+            for (index, _form), result in zip(chunk, self._update_chunk(chunk), strict=True):
                 results[index] = result
         return results
 
     def _update_chunk(self, chunk: list[tuple[int, dict[str, Any]]]) -> list[LmsError | None]:
         params: list[tuple[str, str]] = []
-        for position, (_, user) in enumerate(chunk):
+        for position, (_index, user) in enumerate(chunk):
             form(f"users[{position}]", user, params)
         try:
             answer = self._call("core_user_update_users", params)
@@ -539,19 +572,21 @@ class MoodleConnector:
             if not isinstance(warning, dict):
                 continue
             failed[str(warning.get("itemid"))] = self._warning(warning)
-        return [failed.get(str(user["id"])) for _, user in chunk]
+        return [failed.get(str(user["id"])) for _index, user in chunk]
 
     def _warning(self, warning: Mapping[str, Any]) -> LmsError:
         code = str(warning.get("warningcode") or "")
         if code in _GONE:
-            return NotFoundError("the Moodle user no longer exists")
+            return NotFoundError(_("the Moodle user no longer exists"))
         if code == "usernotupdatedadmin":
             return ConflictError(
-                "this Moodle user is a site administrator: Moodle refuses to change it through "
-                "web services"
+                _(
+                    "this Moodle user is a site administrator: Moodle refuses to change it "
+                    "through web services"
+                )
             )
         if code == "useremailduplicate":
-            return ConflictError("another Moodle user already has this email")
+            return ConflictError(_("another Moodle user already has this email"))
         return RejectedError(f"Moodle refused the update ({self._text.clean(code, 60)})")
 
     def update(
@@ -574,38 +609,53 @@ class MoodleConnector:
             report.add("error", exc.message)
             return report
         if not isinstance(info, dict):
-            report.add("error", "core_webservice_get_site_info: unexpected answer")
+            report.add("error", _("core_webservice_get_site_info: unexpected answer"))
             return report
         name = self._text.clean(str(info.get("sitename") or "?"), 120)
         release = self._text.clean(str(info.get("release") or info.get("version") or "?"), 60)
-        report.add("ok", f"Moodle site {name!r}, release {release}: token accepted")
+        report.add(
+            "ok",
+            _(
+                "Moodle site {name}, release {release}: token accepted",
+                name=repr(name),
+                release=release,
+            ),
+        )
         functions = {f.get("name") for f in info.get("functions") or [] if isinstance(f, dict)}
         missing = sorted(NEEDED_FUNCTIONS - functions)
         if missing:
-            report.add("error", "the token's service lacks: " + ", ".join(missing))
+            report.add(
+                "error", _("the token's service lacks: {functions}", functions=", ".join(missing))
+            )
         else:
-            report.add("ok", "the token's service has every function lmsync needs")
+            report.add("ok", _("the token's service has every function lmsync needs"))
         if isinstance(info.get("userid"), int):
             self._self_id = info["userid"]
-        languages = ", ".join(self.mapping.languages) or "none"
+        languages = ", ".join(self.mapping.languages) or _("none")
         report.add(
             "ok",
-            f"languages lmsync will use (installed packs, as configured): {languages}; an "
-            f"employee's language without a pack gets the first one",
-        )
-        report.add(
-            "ok",
-            f"new users get the {self.settings.auth_method!r} auth method"
-            + (
-                ", and Moodle mails them a password"
-                if self.settings.auth_method == "manual" and self.settings.create_password
-                else ""
+            _(
+                "languages lmsync will use (installed packs, as configured): {languages}; an "
+                "employee's language without a pack gets the first one",
+                languages=languages,
             ),
         )
+        method = repr(self.settings.auth_method)
+        if self.settings.auth_method == "manual" and self.settings.create_password:
+            auth = _(
+                "new users get the {method} auth method, and Moodle mails them a password",
+                method=method,
+            )
+        else:
+            auth = _("new users get the {method} auth method", method=method)
+        report.add("ok", auth)
         report.add(
             "ok",
-            f"up to {self.batch_size} users per call (PHP max_input_vars "
-            f"{self.settings.max_input_vars})",
+            _(
+                "up to {count} users per call (PHP max_input_vars {limit})",
+                count=self.batch_size,
+                limit=self.settings.max_input_vars,
+            ),
         )
         if "core_user_get_users" in functions:
             self._check_profile_fields(report)
@@ -622,18 +672,21 @@ class MoodleConnector:
         try:
             users = self._get_users("id", str(self._own_id()))
         except LmsError as exc:
-            report.add("error", f"reading users: {exc.message}")
+            report.add("error", _("reading users: {error}", error=exc.message))
             return
         seen = set(custom_values(users[0])) if users else set()
         found = sorted(short for short in configured.values() if short in seen)
         unseen = sorted(short for short in configured.values() if short not in seen)
         if found:
-            report.add("ok", "custom profile fields found: " + ", ".join(found))
+            report.add("ok", _("custom profile fields found: {fields}", fields=", ".join(found)))
         if unseen:
             report.add(
                 "warning",
-                "custom profile fields not seen yet (Moodle lists only fields holding a value; "
-                "they are checked on the first user created): " + ", ".join(unseen),
+                _(
+                    "custom profile fields not seen yet (Moodle lists only fields holding a "
+                    "value; they are checked on the first user created): {fields}",
+                    fields=", ".join(unseen),
+                ),
             )
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from lmsync.i18n import N_, Msg
+
 PHONE_MAX = 20  # Moodle's phone1/phone2 columns: a longer value fails the whole call
 # lmsync field -> default short name of the custom profile field holding it.
 DEFAULT_PROFILE_FIELDS: dict[str, str] = {
@@ -190,8 +192,11 @@ def neutral_fields(mapping: MoodleMapping, user: Mapping[str, Any]) -> dict[str,
 
 def phone_problem(fields: Mapping[str, Any]) -> str | None:
     """Why Moodle cannot hold a phone number of ``fields`` (it would fail the whole call)."""
-    for name, label in (("home_phone", "home phone"), ("cell_phone", "cell phone")):
+    for name, problem in (
+        ("home_phone", N_("the home phone has {count} characters; Moodle holds at most {limit}")),
+        ("cell_phone", N_("the cell phone has {count} characters; Moodle holds at most {limit}")),
+    ):
         value = fields.get(name)
         if value is not None and len(str(value)) > PHONE_MAX:
-            return f"the {label} has {len(str(value))} characters; Moodle holds at most {PHONE_MAX}"
+            return Msg(problem, count=len(str(value)), limit=PHONE_MAX)
     return None

@@ -14,6 +14,7 @@ from typing import Any
 import certifi
 import httpx
 
+from lmsync.i18n import _
 from lmsync.lms.base import Connector, MisconfiguredError
 from lmsync.lms.host_policy import HostPolicy, PolicyTransport
 from lmsync.lms.moodle import MoodleConnector, MoodleSettings
@@ -113,7 +114,7 @@ class Connectors:
     def __call__(self, interface: LmsInterface, secret: str | None, dry_run: bool) -> Connector:
         """A connector for ``interface``; ``dry_run`` makes its transport refuse every write."""
         if not interface.base_url:
-            raise MisconfiguredError("the LMS interface has no URL")
+            raise MisconfiguredError(_("the LMS interface has no URL"))
         self.policy.check_url(interface.base_url)
         if interface.connector not in CONNECTORS:
             raise MisconfiguredError(f"unknown connector {interface.connector!r}")

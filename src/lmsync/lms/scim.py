@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from scim2_models import ServiceProviderConfig
 
 from lmsync.domain.interface import DEFAULT_PORTAL_HEADER, portal_header_problem
+from lmsync.i18n import Msg, _
 from lmsync.lms import scim_bulk
 from lmsync.lms.base import (
     AlreadyExistsError,
@@ -36,13 +37,13 @@ from lmsync.lms.base import (
     MisconfiguredError,
     NotFoundError,
     RejectedError,
+    RemoteUser,
     TransientError,
     UpdateRequest,
     UserPage,
 )
 from lmsync.lms.remote_text import RemoteText
 from lmsync.lms.scim_bulk import BulkLimits, Operation, OperationResult
-from lmsync.sync.rules import RemoteUser
 
 CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -90,13 +91,15 @@ class ScimSettings:
             root = f"{root}/{quote(self.portal_id, safe='')}"
         return root
 
-    def portal_finding(self) -> str | None:
+    def portal_finding(self, text: RemoteText) -> Msg | None:
         """How the portal identifier is sent (for the connection test); None without one."""
         if not self.portal_id:
             return None
         if self.portal_id_in == "path":
-            return "portal identifier sent as a path segment of the URL"
-        return f"portal identifier sent as header {self.portal_id_header}"
+            return _("portal identifier sent as a path segment of the URL")
+        return _(
+            "portal identifier sent as header {header}", header=text.clean(self.portal_id_header)
+        )
 
 
 class DryRunGuard(httpx.BaseTransport):
@@ -120,13 +123,17 @@ def _portal_header_value(settings: ScimSettings) -> str:
     problem = portal_header_problem(name)
     api_key = settings.auth_header if settings.auth_type == "api_key" else None
     if problem is None and api_key is not None and name.casefold() == api_key.casefold():
-        problem = "it is the API key header"
+        problem = _("it is the API key header")
     if problem is not None:
-        raise MisconfiguredError(f"the portal identifier header is not usable: {problem}")
+        raise MisconfiguredError(
+            _("the portal identifier header is not usable: {problem}", problem=problem)
+        )
     if not (value.isascii() and value.isprintable()):
         raise MisconfiguredError(
-            "the portal identifier holds characters a header cannot carry: send it as a path "
-            "segment instead"
+            _(
+                "the portal identifier holds characters a header cannot carry: send it as a "
+                "path segment instead"
+            )
         )
     return value
 
@@ -568,47 +575,47 @@ class ScimConnector:
     # -- test connection -------------------------------------------------------------------------
     def test(self) -> ConnectionReport:
         report = ConnectionReport()
-        if portal := self.settings.portal_finding():
+        if portal := self.settings.portal_finding(self._text):
             # Said first: a wrong portal shows as failures below (404, authentication).
-            report.add("ok", self._text.clean(portal))
+            report.add("ok", portal)
         try:
             config_body = self._json(self._request("GET", "/ServiceProviderConfig"))
         except LmsError as exc:
-            report.add("error", f"ServiceProviderConfig: {exc.message}")
+            report.add("error", _("ServiceProviderConfig: {error}", error=exc.message))
             return report
         try:
             config = ServiceProviderConfig.model_validate(config_body)
             patch = bool(config.patch and config.patch.supported)
             filtering = bool(config.filter and config.filter.supported)
         except ValidationError:
-            report.add("warning", "ServiceProviderConfig does not follow RFC 7643 §5")
+            report.add("warning", _("ServiceProviderConfig does not follow RFC 7643 §5"))
             patch = _supported(config_body, "patch")
             filtering = _supported(config_body, "filter")
-        report.add("ok", "the server answers as a SCIM 2.0 service provider")
+        report.add("ok", _("the server answers as a SCIM 2.0 service provider"))
         bulk = scim_bulk.limits(config_body)
         if not self.settings.use_bulk:
-            report.add("ok", "Bulk is off for this interface: one request per user")
+            report.add("ok", _("Bulk is off for this interface: one request per user"))
         elif bulk is not None:
             report.add(
                 "ok",
-                f"Bulk supported: up to {bulk.max_operations} users per request",
+                _("Bulk supported: up to {count} users per request", count=bulk.max_operations),
             )
         else:
-            report.add("ok", "the server does not support Bulk: one request per user")
+            report.add("ok", _("the server does not support Bulk: one request per user"))
         if not patch and self.settings.use_patch:
-            report.add("error", "the server does not support PATCH: switch the interface to PUT")
+            report.add("error", _("the server does not support PATCH: switch the interface to PUT"))
         if not filtering:
             report.add(
-                "warning", "the server cannot filter: each lookup will page through all users"
+                "warning", _("the server cannot filter: each lookup will page through all users")
             )
         try:
             self._request("GET", "/Users", params={"count": 1})
-            report.add("ok", "authentication accepted")
+            report.add("ok", _("authentication accepted"))
         except MisconfiguredError as exc:
-            report.add("error", f"authentication failed: {exc.message}")
+            report.add("error", _("authentication failed: {error}", error=exc.message))
             return report
         except LmsError as exc:
-            report.add("error", f"/Users: {exc.message}")
+            report.add("error", _("/Users: {error}", error=exc.message))
             return report
         self._check_schemas(report)
         self._probe_modified_filter(report)
@@ -625,18 +632,25 @@ class ScimConnector:
             report.modified_filter = False
             report.add(
                 "warning",
-                "the server cannot filter users on meta.lastModified: the hourly pass reads the "
-                "LMS only at the daily full sweep, where changes made in the LMS are corrected",
+                _(
+                    "the server cannot filter users on meta.lastModified: the hourly pass reads "
+                    "the LMS only at the daily full sweep, where changes made in the LMS are "
+                    "corrected"
+                ),
             )
             return
         except LmsError as exc:
-            report.add("warning", f"filter on meta.lastModified not checked: {exc.message}")
+            report.add(
+                "warning", _("filter on meta.lastModified not checked: {error}", error=exc.message)
+            )
             return
         report.modified_filter = True
         report.add(
             "ok",
-            "the server filters users on meta.lastModified: the hourly pass reads only "
-            "the LMS users changed since the previous one",
+            _(
+                "the server filters users on meta.lastModified: the hourly pass reads only the "
+                "LMS users changed since the previous one"
+            ),
         )
 
     def _check_schemas(self, report: ConnectionReport) -> None:
@@ -644,7 +658,7 @@ class ScimConnector:
             schemas = self._json(self._request("GET", "/Schemas"))
             types = self._json(self._request("GET", "/ResourceTypes"))
         except LmsError as exc:
-            report.add("warning", f"cannot read the schemas: {exc.message}")
+            report.add("warning", _("cannot read the schemas: {error}", error=exc.message))
             return
         published = {
             str(s.get("id")): {str(a.get("name")) for a in _dicts(s.get("attributes"))}
@@ -653,22 +667,32 @@ class ScimConnector:
         user_type = next((t for t in _resources(types) if t.get("name") == "User"), {})
         extensions = {str(e.get("schema")) for e in _dicts(user_type.get("schemaExtensions"))}
         if CORE_USER not in published:
-            report.add("error", "the server does not publish the core User schema")
+            report.add("error", _("the server does not publish the core User schema"))
         if ENTERPRISE_USER not in extensions:
             report.add(
                 "warning",
-                "the enterprise extension is not declared: company and number are sent anyway",
+                _("the enterprise extension is not declared: company and number are sent anyway"),
             )
         urn = self.settings.extension_urn
         if urn:
             if urn not in published or urn not in extensions:
-                report.add("error", f"the LMS extension schema {urn} is missing on the server")
+                report.add(
+                    "error", _("the LMS extension schema {urn} is missing on the server", urn=urn)
+                )
             else:
                 missing = sorted(set(self.settings.extension_attributes.values()) - published[urn])
                 if missing:
-                    report.add("error", f"the LMS extension lacks attributes: {', '.join(missing)}")
+                    report.add(
+                        "error",
+                        _(
+                            "the LMS extension lacks attributes: {attributes}",
+                            attributes=", ".join(missing),
+                        ),
+                    )
                 else:
-                    report.add("ok", f"LMS extension {urn} found with all its attributes")
+                    report.add(
+                        "ok", _("LMS extension {urn} found with all its attributes", urn=urn)
+                    )
 
     # -- reading a resource --------------------------------------------------------------------
     def from_resource(self, resource: Mapping[str, Any]) -> RemoteUser:

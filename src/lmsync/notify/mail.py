@@ -37,8 +37,11 @@ class Mailer:
             settings.smtp_from,
         )
 
-    def send(self, to: Sequence[str], subject: str, body: str) -> None:
-        """One message to ``to``; raises ``OSError``/``smtplib.SMTPException`` on failure."""
+    def send(
+        self, to: Sequence[str], subject: str, body: str, *, language: str | None = None
+    ) -> None:
+        """One message to ``to``, written in ``language`` ("fr_CA", "en": its Content-Language,
+        RFC 3282); raises ``OSError``/``smtplib.SMTPException`` on failure."""
         message = EmailMessage()
         message["From"] = self.sender
         message["To"] = ", ".join(to)
@@ -47,6 +50,8 @@ class Mailer:
         message["Message-ID"] = make_msgid(domain="lmsync")
         message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to it
         message.set_content(body)
+        if language:  # after set_content, which drops every Content-* header
+            message["Content-Language"] = language.replace("_", "-")
         context = ssl.create_default_context()
         client: smtplib.SMTP
         if self.security == "tls":

@@ -12,6 +12,10 @@ The ``notifications`` row is inserted before sending: whoever inserts it sends i
 servers never send one event twice. A failed send is tried again (up to ``MAX_ATTEMPTS``) by the
 next look that claims the row. Emails hold what the pages show (run messages are made safe by
 the connectors' ``RemoteText``), never a secret.
+
+An email is written in the account's language (``accounts.ui_language``; none: English), its
+dates and times in the account's time zone; stored reasons and run messages are said again in
+that language where the catalogue knows them (``sync.reasons.stored``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from lmsync import i18n
+from lmsync.i18n import N_, Msg
 from lmsync.notify.mail import Mailer
 from lmsync.storage.tables import (
     Account,
@@ -36,13 +42,44 @@ from lmsync.storage.tables import (
     Notification,
     User,
 )
-from lmsync.sync import overview
+from lmsync.sync import overview, reasons
 
 log = structlog.get_logger("lmsync.notify")
 
 MAX_ATTEMPTS = 5
 RETRY_AFTER = timedelta(minutes=2)
 DIGEST_LINES = 30
+
+# The emails' sentences (said in the account's language: ``i18n.text(Msg(TEMPLATE, ...))``).
+HELD_SUBJECT = N_("[lmsync] {count} LMS deactivations wait for your approval ({account})")
+HELD_BODY = N_(
+    "The deactivation guard held a run started {started} ({timezone}): {count} LMS users would "
+    "be deactivated at once, more than the guard lets through without an HR manager."
+)
+HELD_ACTION = N_("Review the deactivations, then approve or reject the run:")
+DOWN_SUBJECT = N_("[lmsync] The LMS has been failing since {since} ({account})")
+DOWN_BODY = N_(
+    "lmsync cannot keep the LMS in step with HR: every run since {since} ({timezone}) failed. "
+    "Terminated employees may still have access to the LMS."
+)
+DOWN_ERROR = N_("Last error: {error}")
+DOWN_UNKNOWN = N_("unknown")
+DOWN_ACTION = N_("Check the LMS interface and test the connection:")
+DIGEST_SUBJECT = N_(
+    "[lmsync] {conflicts} new conflicts and {errors} errors in the LMS sync ({account})"
+)
+DIGEST_BODY = N_("In the last 24 hours, these employees could not be synchronized with the LMS:")
+DIGEST_LINE = N_("{name} ({number}): {outcome}, {reason}")
+DIGEST_MORE = N_("and {count} more")
+DIGEST_CONFLICTS = N_("Conflicts: {url}")
+DIGEST_ERRORS = N_("Errors: {url}")
+OUTSIDE_LINK = N_("{path} (in lmsync)")
+_OUTCOMES = {"conflict": N_("conflict"), "error": N_("error")}
+
+
+def _say(template: str, **params: object) -> str:
+    """``template`` filled in, in the current language."""
+    return i18n.text(Msg(template, **params))
 
 
 @dataclass(frozen=True)
@@ -52,6 +89,7 @@ class Notice:
     key: str
     subject: str
     body: str
+    language: i18n.Language = i18n.DEFAULT  # what the subject and the body are written in
 
 
 class Notifier:
@@ -109,53 +147,74 @@ class Notifier:
         return sent
 
     def link(self, path: str) -> str:
-        return f"{self.public_url}{path}" if self.public_url else f"{path} (in lmsync)"
+        """The page at ``path``, for an email (in the current language without a public URL)."""
+        return f"{self.public_url}{path}" if self.public_url else _say(OUTSIDE_LINK, path=path)
 
     def notices(self, session: Session, account_id: str, now: datetime) -> list[Notice]:
+        """The account's emails due now, written in its language."""
         account = session.get_one(Account, account_id)
-        name = account.name
+        language = i18n.supported(account.ui_language) or i18n.DEFAULT
+        with i18n.using(language):
+            return self._notices(session, account, now, language)
+
+    def _notices(
+        self, session: Session, account: Account, now: datetime, language: i18n.Language
+    ) -> list[Notice]:
+        account_id, name, zone = account.id, account.name, account.timezone
         out: list[Notice] = []
         for run in overview.held_runs(session, account_id):
             held = run.counts.get("held", 0)
+            started = i18n.format_datetime(run.started_at, zone)
+            paragraphs = [
+                _say(HELD_BODY, started=started, timezone=zone, count=held),
+                i18n.text(reasons.stored(run.message)),
+                _say(HELD_ACTION) + "\n" + self.link(f"/sync/{run.id}"),
+            ]
             out.append(
                 Notice(
                     account_id,
                     "held",
                     run.id,
-                    f"[lmsync] {held} LMS deactivations wait for your approval ({name})",
-                    f"The deactivation guard held a run started {run.started_at:%Y-%m-%d %H:%M} "
-                    f"UTC: {held} LMS users would be deactivated at once, more than the "
-                    f"guard lets through without an HR manager.\n\n{run.message or ''}\n\n"
-                    f"Review the deactivations, then approve or reject the run:\n"
-                    f"{self.link(f'/sync/{run.id}')}\n",
+                    _say(HELD_SUBJECT, count=held, account=name),
+                    "\n\n".join(p for p in paragraphs if p) + "\n",
+                    language,
                 )
             )
         interface = session.get(LmsInterface, account_id)
         if interface is not None and interface.active:
             health = overview.health(session, account_id, now, self.down_after)
             if health.down and health.failing_since is not None:
+                since = i18n.format_datetime(health.failing_since, zone)
+                error = i18n.text(reasons.stored(health.last_error)) or _say(DOWN_UNKNOWN)
+                paragraphs = [
+                    _say(DOWN_BODY, since=since, timezone=zone),
+                    _say(DOWN_ERROR, error=error),
+                    _say(DOWN_ACTION) + "\n" + self.link("/settings/interfaces/lms"),
+                ]
                 out.append(
                     Notice(
                         account_id,
                         "lms_down",
                         health.failing_since.isoformat(),
-                        f"[lmsync] The LMS has been failing since "
-                        f"{health.failing_since:%Y-%m-%d %H:%M} UTC ({name})",
-                        "lmsync cannot keep the LMS in step with HR: every run since "
-                        f"{health.failing_since:%Y-%m-%d %H:%M} UTC failed. Terminated "
-                        "employees may still have access to the LMS.\n\n"
-                        f"Last error: {health.last_error or 'unknown'}\n\n"
-                        "Check the LMS interface and test the connection:\n"
-                        f"{self.link('/settings/interfaces/lms')}\n",
+                        _say(DOWN_SUBJECT, since=since, account=name),
+                        "\n\n".join(paragraphs) + "\n",
+                        language,
                     )
                 )
         if now.hour >= self.digest_hour:
-            digest = self._digest(session, account_id, name, now)
+            digest = self._digest(session, account_id, name, now, language)
             if digest is not None:
                 out.append(digest)
         return out
 
-    def _digest(self, session: Session, account_id: str, name: str, now: datetime) -> Notice | None:
+    def _digest(
+        self,
+        session: Session,
+        account_id: str,
+        name: str,
+        now: datetime,
+        language: i18n.Language = i18n.DEFAULT,
+    ) -> Notice | None:
         rows = session.execute(
             select(
                 LmsState.outcome,
@@ -177,23 +236,29 @@ class Notifier:
         conflicts = sum(1 for r in rows if r.outcome == "conflict")
         errors = len(rows) - conflicts
         lines = [
-            f"- {r.first_name} {r.last_name} ({r.employee_number}): {r.outcome}, {r.reason}"
+            "- "
+            + _say(
+                DIGEST_LINE,
+                name=f"{r.first_name} {r.last_name}",
+                number=r.employee_number,
+                outcome=i18n.gettext(_OUTCOMES.get(r.outcome, r.outcome)),
+                reason=i18n.text(reasons.stored(r.reason)),
+            )
             for r in rows[:DIGEST_LINES]
         ]
         if len(rows) > DIGEST_LINES:
-            lines.append(f"- and {len(rows) - DIGEST_LINES} more")
+            lines.append("- " + _say(DIGEST_MORE, count=len(rows) - DIGEST_LINES))
+        links = [
+            _say(DIGEST_CONFLICTS, url=self.link("/employees?lms=conflict")),
+            _say(DIGEST_ERRORS, url=self.link("/employees?lms=error")),
+        ]
         return Notice(
             account_id,
             "digest",
             now.date().isoformat(),
-            f"[lmsync] {conflicts} new conflicts and {errors} errors in the LMS sync ({name})",
-            "In the last 24 hours, these employees could not be synchronized with the LMS:\n\n"
-            + "\n".join(lines)
-            + "\n\nConflicts: "
-            + self.link("/employees?lms=conflict")
-            + "\nErrors: "
-            + self.link("/employees?lms=error")
-            + "\n",
+            _say(DIGEST_SUBJECT, conflicts=conflicts, errors=errors, account=name),
+            _say(DIGEST_BODY) + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(links) + "\n",
+            language,
         )
 
     # -- sending once -----------------------------------------------------------------------------
@@ -254,7 +319,7 @@ class Notifier:
             return False
         error: str | None = None
         try:
-            self.mailer.send(recipients, notice.subject, notice.body)
+            self.mailer.send(recipients, notice.subject, notice.body, language=notice.language)
         except Exception as exc:  # any SMTP or network failure: kept, tried again later
             error = f"{type(exc).__name__}: {str(exc)[:300]}"
             log.warning("notification not sent", kind=notice.kind, error=error)

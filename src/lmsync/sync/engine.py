@@ -32,6 +32,7 @@ from tenacity import (
 from lmsync import metrics
 from lmsync.domain.employment import is_active
 from lmsync.domain.errors import Conflict, NotFound
+from lmsync.i18n import N_, _
 from lmsync.lms.base import (
     AlreadyExistsError,
     BatchConnector,
@@ -44,6 +45,7 @@ from lmsync.lms.base import (
     NotFoundError,
     Pingable,
     RejectedError,
+    RemoteUser,
     TransientError,
     UpdateRequest,
 )
@@ -63,7 +65,7 @@ from lmsync.sync.guard import GuardDecision, GuardSettings
 from lmsync.sync.lease import Claim, LeaseLost
 from lmsync.sync.mapping import create_only_fields, desired_fields, shown
 from lmsync.sync.recording import Planned, Result, record_batch, record_plan
-from lmsync.sync.rules import Action, EmployeeView, Kind, LinkView, RemoteUser, Scope
+from lmsync.sync.rules import Action, EmployeeView, Kind, LinkView, Scope
 from lmsync.sync.snapshot import EmployeeRecord, LinkRecord, StateRecord
 from lmsync.sync.unlinked import record as record_unlinked
 
@@ -93,7 +95,20 @@ _DEFERRED = "deferred"  # a write not handed out: the run yielded; the employee 
 # Counts of a run's results that mean the LMS took (or already had) what was asked.
 _SUCCEEDED_WRITES = ("create", "link", "update", "deactivate", "reactivate")
 
-_AFTER_LISTING = Action(Kind.NONE, "decided once the LMS users are read")
+_AFTER_LISTING = Action(Kind.NONE, N_("decided once the LMS users are read"))
+
+# What a run stores (outcome reasons, its message) in English; ``sync.reasons.stored`` says the
+# ones below again in the reader's language.
+LOOKUP_FAILED = N_("email lookup failed: {error}")
+EXISTS_NOT_FOUND = N_("the LMS says the user exists but it cannot be found")
+GONE_DROPPED = N_("LMS user gone; link dropped")
+GONE_SEVERAL = N_("LMS user gone and several LMS users have this email")
+GONE_CREATED = N_("LMS user gone; created again")
+HELD = N_("waiting for an HR manager's approval (too many deactivations at once)")
+LEFT_FOR_NEXT_RUN = N_("{count} employees left to the next run: a termination went first")
+NOTHING_WENT_THROUGH = N_("no write went through ({failed} failed); most often: {reason}")
+SEE_OUTCOMES = N_("see the run's outcomes")
+INTERNAL_ERROR = N_("internal error ({error})")
 
 
 class SyncBusy(Conflict):
@@ -244,7 +259,7 @@ class SyncEngine:
             return self._run(account_id, options, None)
         claim = lease.acquire(self.sessions, account_id, self.owner, self.lock_lease)
         if claim is None:
-            raise SyncBusy("a sync of this account is already running")
+            raise SyncBusy(_("a sync of this account is already running"))
         stop = threading.Event()
         renewer = threading.Thread(
             target=lease.keep_renewed, args=(self.sessions, claim, stop), daemon=True
@@ -275,7 +290,7 @@ class SyncEngine:
             session.add(run)
         elif run.status != "queued":
             # Taken over (interrupted, or run by another server) while this one waited.
-            raise RunTakenOver(f"this run is {run.status}, not queued any more")
+            raise RunTakenOver(_("this run is {status}, not queued any more", status=run.status))
         run.status = "running"
         run.started_at = utcnow()
         if claim is not None:
@@ -287,7 +302,7 @@ class SyncEngine:
             account = session.get(Account, account_id)
             interface = session.get(LmsInterface, account_id)
             if account is None or interface is None:
-                raise NotFound("this account has no LMS interface")
+                raise NotFound(_("this account has no LMS interface"))
             run = self._start_run(session, account_id, options, claim)
             run_id = run.id
             if claim is not None:
@@ -358,7 +373,8 @@ class SyncEngine:
             # The batches recorded so far stay; the run says it stopped instead of "running".
             bound.exception("sync failed")
             with contextlib.suppress(LeaseLost):
-                self._finish(run_id, "failed", None, f"internal error ({type(exc).__name__})")
+                message = INTERNAL_ERROR.format(error=type(exc).__name__)
+                self._finish(run_id, "failed", None, message)
             raise
         finally:
             connector.close()
@@ -432,14 +448,14 @@ class SyncEngine:
         failed = final.get("failed", 0)
         message = decision.message if decision is not None and decision.join else None
         if deferred:
-            left = f"{deferred} employees left to the next run: a termination went first"
+            left = LEFT_FOR_NEXT_RUN.format(count=deferred)
             message = f"{message}; {left}" if message else left
         for notice in getattr(connector, "notices", None) or []:
             message = f"{message}; {notice}" if message else notice
         if failed and not any(final.get(kind, 0) for kind in _SUCCEEDED_WRITES):
             # Nothing went through: the run failed, and the reason most of it did is the news.
             reason = self._commonest_failure(run_id)
-            message = f"no write went through ({failed} failed); most often: {reason}"
+            message = NOTHING_WENT_THROUGH.format(failed=failed, reason=reason)
             return self._finish(run_id, "failed", final, message)
         summary = self._finish(run_id, "succeeded" if not failed else "partial", final, message)
         summary.more = bool(deferred)
@@ -454,7 +470,7 @@ class SyncEngine:
                 .order_by(func.count().desc(), SyncOutcome.reason)
                 .limit(1)
             ).first()
-        return str(row[0]) if row is not None else "see the run's outcomes"
+        return str(row[0]) if row is not None else SEE_OUTCOMES
 
     def _guard(
         self,
@@ -669,7 +685,7 @@ class SyncEngine:
                     else:
                         found_by_index[index] = lookups[index].result()
                 except LmsError as exc:
-                    item.action = Action(Kind.CORRELATE, f"email lookup failed: {exc.message}")
+                    item.action = Action(Kind.CORRELATE, LOOKUP_FAILED.format(error=exc.message))
         claimed = self._claims(
             account_id, {u.id for found in found_by_index.values() for u in found}
         )
@@ -689,8 +705,7 @@ class SyncEngine:
                 owner = claimed.setdefault(item.action.lms_user_id, item.employee.id)
                 if owner != item.employee.id:
                     item.action = Action(
-                        Kind.CONFLICT,
-                        f"the LMS user with this email is already linked to employee {owner}",
+                        Kind.CONFLICT, rules.LINKED_ELSEWHERE.format(employee=owner)
                     )
 
     # -- carrying the actions out ------------------------------------------------------------------
@@ -988,7 +1003,7 @@ class SyncEngine:
             by_id = with_retries(lambda: connector.find_by_external_id(item.employee.id), retry)
             found = [by_id] if by_id else found
         if len(found) != 1:
-            raise RejectedError("the LMS says the user exists but it cannot be found") from None
+            raise RejectedError(EXISTS_NOT_FOUND) from None
         return self._link_existing(connector, item, found[0], desired, "link")
 
     def _link_existing(
@@ -1003,9 +1018,7 @@ class SyncEngine:
         if owner.get(user.id, item.employee.id) != item.employee.id:
             # Found at write time (the LMS said "exists", or the linked user was gone): the
             # plan's check could not see it, and two employees must never share an LMS user.
-            raise RejectedError(
-                f"the LMS user with this email is already linked to employee {owner[user.id]}"
-            )
+            raise RejectedError(rules.LINKED_ELSEWHERE.format(employee=owner[user.id]))
         changes = rules.diff(desired, user.fields)
         if changes or not user.active:
             with_retries(
@@ -1018,7 +1031,7 @@ class SyncEngine:
             item,
             "done",
             verb,
-            "matched by email",
+            rules.MATCHED_BY_EMAIL,
             lms_user_id=user.id,
             made_by="matched",
             lms_active=True,
@@ -1036,21 +1049,20 @@ class SyncEngine:
     ) -> Result:
         """The linked LMS user is gone (404): drop the link and correlate again."""
         if not item.view.active or item.view.email_key is None:
-            reason = "LMS user gone; link dropped"
-            return Result(item, "done", "none", reason, drop_link=True)
+            return Result(item, "done", "none", GONE_DROPPED, drop_link=True)
         found = with_retries(
             lambda: connector.find_by_email(item.employee.work_email or ""), self.retry_attempts
         )
         if len(found) == 1:
             return self._link_existing(connector, item, found[0], desired, "link")
         if found:
-            raise RejectedError("LMS user gone and several LMS users have this email")
+            raise RejectedError(GONE_SEVERAL)
         user = with_retries(lambda: connector.create(desired, create_only), self.retry_attempts)
         return Result(
             item,
             "done",
             "create",
-            "LMS user gone; created again",
+            GONE_CREATED,
             lms_user_id=user.id,
             made_by="created",
             lms_active=True,
@@ -1268,7 +1280,7 @@ def _held(item: Planned) -> Result:
         item,
         "held",
         "deactivate",
-        "waiting for an HR manager's approval (too many deactivations at once)",
+        HELD,
         lms_user_id=item.action.lms_user_id,
     )
 

@@ -15,7 +15,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from lmsync.i18n import N_
 from lmsync.storage.tables import LmsLink, SyncOutcome, SyncRun
+
+# The guard's word, kept as the run's message (English; ``sync.reasons.stored`` says it again).
+JOINED = N_("{count} deactivations joined the ones waiting for an HR manager's approval")
+ABOVE_THRESHOLD = N_(
+    "{planned} deactivations planned and {done} carried out in the last {minutes} minutes, above "
+    "the safety threshold of {threshold}: waiting for an HR manager's approval"
+)
 
 
 @dataclass(frozen=True)
@@ -54,16 +62,16 @@ def decide(settings: GuardSettings, window: WindowState, planned: int) -> GuardD
             True,
             window.open_hold,
             threshold,
-            f"{planned} deactivations joined the ones waiting for an HR manager's approval",
+            JOINED.format(count=planned),
         )
     if window.done + planned > threshold:
         return GuardDecision(
             True,
             None,
             threshold,
-            f"{planned} deactivations planned and {window.done} carried out in the last "
-            f"{minutes} minutes, above the safety threshold of {threshold}: waiting for an HR "
-            "manager's approval",
+            ABOVE_THRESHOLD.format(
+                planned=planned, done=window.done, minutes=minutes, threshold=threshold
+            ),
         )
     return GuardDecision(False, None, threshold, "")
 

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from lmsync.domain.employment import is_active
 from lmsync.hr.employees import status_condition
+from lmsync.i18n import N_
 from lmsync.jobs.due_hook import note_due
 from lmsync.lms.registry import shaper
 from lmsync.storage.tables import Account, Employee, LmsInterface, LmsState, table_of
@@ -42,10 +43,11 @@ from lmsync.sync.mapping import desired_fields
 from lmsync.sync.snapshot import EmployeeRecord, LinkRecord
 
 SWITCHES = ("hourly_transfer", "sync_users", "deactivate_terminated")
+# The switches' labels (English; ``i18n.gettext(label)`` says one in the reader's language).
 SWITCH_LABELS = {
-    "hourly_transfer": "Activate automatic transfer to LMS at each hour",
-    "sync_users": "Synchronize LMS users",
-    "deactivate_terminated": "Deactivate LMS users of terminated employees",
+    "hourly_transfer": N_("Activate automatic transfer to LMS at each hour"),
+    "sync_users": N_("Synchronize LMS users"),
+    "deactivate_terminated": N_("Deactivate LMS users of terminated employees"),
 }
 # Which employees each switch of the rules can hold back: active ones, or terminated ones.
 _STATUS = {"sync_users": "active", "deactivate_terminated": "terminated"}
@@ -153,7 +155,7 @@ def _included(
         employees.c.lms_excluded.is_(False),
         status_condition(status, now),
     )
-    return [EmployeeRecord._make(row) for row in session.execute(query)]
+    return [EmployeeRecord(*row) for row in session.execute(query)]
 
 
 def _due_now(session: Session, account: Account, interface: LmsInterface, now: datetime) -> int:

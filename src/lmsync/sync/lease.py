@@ -23,7 +23,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from lmsync.domain.errors import Conflict
+from lmsync.i18n import N_
 from lmsync.storage.tables import LmsInterface, SyncRun, table_of, utcnow
+
+# Also the message of the run it stops (English; ``sync.reasons.stored`` says it again).
+LOST = N_("this server lost the account's sync lock; it stops writing")
 
 log = structlog.get_logger("lmsync.sync")
 
@@ -50,7 +54,7 @@ class Claim:
         """Raise ``LeaseLost`` unless the claim is certainly still ours (before an LMS write)."""
         if self.lost.is_set() or time.monotonic() >= self.valid_until:
             self.lost.set()
-            raise LeaseLost("this server lost the account's sync lock; it stops writing")
+            raise LeaseLost(LOST)
 
     def renew(self, connection: Connection) -> None:
         """Extend the lease, only if the lock still carries our owner and fencing number;
@@ -69,7 +73,7 @@ class Claim:
         )
         if not result.rowcount:
             self.lost.set()
-            raise LeaseLost("this server lost the account's sync lock; it stops writing")
+            raise LeaseLost(LOST)
         # A third of the lease is kept as a margin for clock drift between servers.
         self.valid_until = max(self.valid_until, started + self.lease.total_seconds() * 2 / 3)
         if self.run_id is not None:

@@ -24,7 +24,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
-from lmsync.lms.base import LmsError, NotFoundError
+from lmsync.i18n import _
+from lmsync.lms.base import LmsError, NotFoundError, RemoteUser
 from lmsync.storage.tables import (
     Employee,
     EmployeeEvent,
@@ -34,7 +35,6 @@ from lmsync.storage.tables import (
     utcnow,
 )
 from lmsync.sync import lease
-from lmsync.sync.rules import RemoteUser
 from lmsync.sync.service import SyncService
 
 LOCK = timedelta(seconds=60)
@@ -56,7 +56,7 @@ def _interface(service: SyncService, account_id: str) -> LmsInterface:
     with service.sessions() as session:
         interface = session.get(LmsInterface, account_id)
         if interface is None:
-            raise NotFound("the LMS interface is not configured yet")
+            raise NotFound(_("the LMS interface is not configured yet"))
         session.expunge(interface)
         return interface
 
@@ -65,7 +65,7 @@ def _employee(service: SyncService, account_id: str, employee_id: str) -> Employ
     with service.sessions() as session:
         employee = session.get(Employee, employee_id)
         if employee is None or employee.account_id != account_id:
-            raise NotFound("employee not found")
+            raise NotFound(_("employee not found"))
         session.expunge(employee)
         return employee
 
@@ -101,7 +101,7 @@ def candidates(
     finally:
         connector.close()
     if not found and problems:
-        raise Conflict(f"the LMS could not be searched: {problems[0]}")
+        raise Conflict(_("the LMS could not be searched: {error}", error=problems[0]))
     users = list(found.values())[:MAX_CANDIDATES]
     with service.sessions() as session:
         links = {
@@ -137,7 +137,7 @@ def candidates(
 def _locked(service: SyncService, account_id: str) -> lease.Claim:
     claim = lease.acquire(service.sessions, account_id, f"manual-{uuid.uuid4().hex[:12]}", LOCK)
     if claim is None:
-        raise Conflict("a sync is running for this account: try again in a moment")
+        raise Conflict(_("a sync is running for this account: try again in a moment"))
     return claim
 
 
@@ -146,7 +146,7 @@ def link(
 ) -> None:
     employee = _employee(service, account_id, employee_id)
     if employee.lms_excluded:
-        raise Conflict("this employee is excluded from the LMS interface: include them first")
+        raise Conflict(_("this employee is excluded from the LMS interface: include them first"))
     interface = _interface(service, account_id)
     claim = _locked(service, account_id)
     try:
@@ -154,9 +154,11 @@ def link(
         try:
             user = connector.get(lms_user_id)
         except NotFoundError:
-            raise ValidationFailed([FieldError("lms_user_id", "no LMS user has this id")]) from None
+            raise ValidationFailed(
+                [FieldError("lms_user_id", _("no LMS user has this id"))]
+            ) from None
         except LmsError as exc:
-            raise Conflict(f"the LMS could not be read: {exc.message}") from None
+            raise Conflict(_("the LMS could not be read: {error}", error=exc.message)) from None
         finally:
             connector.close()
         now = utcnow()
@@ -168,7 +170,10 @@ def link(
             )
             if owner is not None and owner != employee_id:
                 raise Conflict(
-                    f"this LMS user is already linked to employee {owner}: unlink it first"
+                    _(
+                        "this LMS user is already linked to employee {employee}: unlink it first",
+                        employee=owner,
+                    )
                 )
             previous = session.get(LmsLink, employee_id)
             if previous is not None:
@@ -205,7 +210,7 @@ def link(
             try:
                 session.flush()
             except IntegrityError:
-                raise Conflict("this LMS user was just linked to another employee") from None
+                raise Conflict(_("this LMS user was just linked to another employee")) from None
     finally:
         lease.release(service.sessions, claim)
     service.changed()
@@ -219,7 +224,7 @@ def unlink(service: SyncService, account_id: str, employee_id: str, actor: str |
         with service.sessions() as session, session.begin():
             previous = session.get(LmsLink, employee_id)
             if previous is None:
-                raise Conflict("this employee is not linked to an LMS user")
+                raise Conflict(_("this employee is not linked to an LMS user"))
             session.delete(previous)
             session.execute(delete(LmsState).where(LmsState.employee_id == employee_id))
             session.add(

@@ -16,8 +16,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from lmsync import i18n
 from lmsync.hr.employees import status_condition
+from lmsync.i18n import _
 from lmsync.storage.tables import (
+    Account,
     Employee,
     LmsInterface,
     LmsLink,
@@ -178,30 +181,47 @@ def alerts(
     return _alerts(session, account_id, held_runs(session, account_id), state)
 
 
+def _moment(when: datetime, tz: str) -> str:
+    """A moment of an alert, in the account's time zone and the current language."""
+    return f"{i18n.format_datetime(when, tz)} ({tz})"
+
+
 def _alerts(
     session: Session, account_id: str, held: list[RunLine], state: Health | None
 ) -> list[Alert]:
-    """The alerts, from the held runs and the health (None: the interface is not active)."""
+    """The alerts, from the held runs and the health (None: the interface is not active). Their
+    texts are messages (``lmsync.i18n``): a page says them in its reader's language, their dates
+    in the account's time zone."""
     out: list[Alert] = []
+    tz = session.get_one(Account, account_id).timezone
     for run in held[:3]:
         count = run.counts.get("held", 0)
-        out.append(
-            Alert(
-                "held",
-                f"{count} deactivation{'s' if count != 1 else ''} of LMS users wait for approval "
-                f"(the deactivation guard held a run started {run.started_at:%Y-%m-%d %H:%M} "
-                "UTC).",
-                "Review and approve or reject",
-                f"/sync/{run.id}",
+        when = _moment(run.started_at, tz)
+        if count == 1:
+            message = _(
+                "{count} deactivation of LMS users waits for approval (the deactivation guard "
+                "held a run started {when}).",
+                count=i18n.format_number(count),
+                when=when,
             )
-        )
+        else:
+            message = _(
+                "{count} deactivations of LMS users wait for approval (the deactivation guard "
+                "held a run started {when}).",
+                count=i18n.format_number(count),
+                when=when,
+            )
+        out.append(Alert("held", message, _("Review and approve or reject"), f"/sync/{run.id}"))
     if state is not None and state.down and state.failing_since is not None:
         out.append(
             Alert(
                 "lms_down",
-                f"The LMS has been failing since {state.failing_since:%Y-%m-%d %H:%M} UTC: "
-                f"{state.last_error or 'the last runs failed'}.",
-                "Check the LMS settings and test the connection",
+                _(
+                    "The LMS has been failing since {when}: {error}.",
+                    when=_moment(state.failing_since, tz),
+                    error=state.last_error or _("the last runs failed"),
+                ),
+                _("Check the LMS settings and test the connection"),
                 "/settings/interfaces/lms",
             )
         )
@@ -214,13 +234,23 @@ def _alerts(
         or 0
     )
     if conflicts:
+        if conflicts == 1:
+            message = _(
+                "{count} employee cannot be synchronized until someone settles a conflict (a "
+                "shared email, or an LMS user that matches several people).",
+                count=i18n.format_number(conflicts),
+            )
+        else:
+            message = _(
+                "{count} employees cannot be synchronized until someone settles a conflict (a "
+                "shared email, or an LMS user that matches several people).",
+                count=i18n.format_number(conflicts),
+            )
         out.append(
             Alert(
                 "conflicts",
-                f"{conflicts} employee{'s' if conflicts != 1 else ''} cannot be synchronized "
-                "until someone settles a conflict (a shared email, or an LMS user that matches "
-                "several people).",
-                "See the employees in conflict",
+                message,
+                _("See the employees in conflict"),
                 "/employees?lms=conflict",
             )
         )

@@ -16,11 +16,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from lmsync.i18n import N_
 from lmsync.storage.tables import SyncRun
 
 # Runs someone asked for: resumed by a new run when interrupted. Change runs and hourly passes
 # need not be: their employees are still due, and the next pass comes anyway.
 RESUMED_TRIGGERS = frozenset({"activation", "manual", "approval"})
+
+# An interrupted run's message (English; ``sync.reasons.stored`` says it again).
+INTERRUPTED_RESUMED = N_("interrupted: the server carrying it out stopped; resumed as run {run}")
+INTERRUPTED_DUE = N_(
+    "interrupted: the server carrying it out stopped; what it had not done yet is still due"
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,6 @@ def sweep(sessions: sessionmaker[Session], owner: str, now: datetime, stale: tim
                 continue
             run = session.get_one(SyncRun, run_id)
             interrupted.append(run_id)
-            message = "interrupted: the server carrying it out stopped"
             if run.trigger in RESUMED_TRIGGERS and not run.dry_run:
                 follow = SyncRun(
                     account_id=run.account_id,
@@ -96,10 +102,9 @@ def sweep(sessions: sessionmaker[Session], owner: str, now: datetime, stale: tim
                 session.add(follow)
                 session.flush()
                 resumed.append(follow.id)
-                message += f"; resumed as run {follow.id}"
+                run.message = INTERRUPTED_RESUMED.format(run=follow.id)
             else:
-                message += "; what it had not done yet is still due"
-            run.message = message
+                run.message = INTERRUPTED_DUE
     for run_id in queued:
         with sessions() as session, session.begin():
             taken = session.execute(

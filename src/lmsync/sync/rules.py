@@ -2,6 +2,10 @@
 
 No I/O. The engine gathers the inputs, asks ``decide`` (twice for an unlinked employee: once to
 learn that a correlation by email is needed, once with its result) and carries the action out.
+
+An action's ``reason`` is stored (run outcomes, LMS states) in English and shown later in the
+reader's language: the fixed ones are marked ``N_`` for the catalogue (``i18n.gettext(reason)``
+or ``sync.reasons.stored`` says them again, also those with a parameter).
 """
 
 from __future__ import annotations
@@ -11,12 +15,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-WORK_EMAIL_REQUIRED = "work email required"
-DUPLICATE_HR_EMAIL = "duplicate work email in HR"
+from lmsync.i18n import N_
+from lmsync.lms.base import RemoteUser
+
+WORK_EMAIL_REQUIRED = N_("work email required")
+DUPLICATE_HR_EMAIL = N_("duplicate work email in HR")
 # Why a switch of the interface holds an employee back (sync.held_back counts those employees,
 # and makes them due when the switch is turned back on).
-SYNC_USERS_OFF = "LMS user synchronization is switched off"
-DEACTIVATION_OFF = "terminated; deactivation of LMS users is switched off"
+SYNC_USERS_OFF = N_("LMS user synchronization is switched off")
+DEACTIVATION_OFF = N_("terminated; deactivation of LMS users is switched off")
+MATCHED_BY_EMAIL = N_("matched by email")
+# Reasons with a parameter: stored English, said again by ``sync.reasons.stored``.
+SEVERAL_USERS = N_("several LMS users have this email ({ids})")
+LINKED_ELSEWHERE = N_("the LMS user with this email is already linked to employee {employee}")
+CHANGED = N_("changed: {fields}")
 
 FieldValues = Mapping[str, Any]
 
@@ -54,17 +66,6 @@ class EmployeeView:
     email_key: str | None  # trimmed, case-folded work email
     email_shared: bool  # another employee of the account has the same work email
     desired: FieldValues  # the maintained LMS fields (DESIGN §3), LMS-neutral names
-
-
-@dataclass(frozen=True)
-class RemoteUser:
-    """An LMS user as the connector sees it."""
-
-    id: str
-    active: bool
-    email_key: str | None = None
-    fields: FieldValues = field(default_factory=dict)
-    linked_to: str | None = None  # the employee already linked to it, if any
 
 
 @dataclass(frozen=True)
@@ -129,18 +130,18 @@ def decide(
     """The one action that brings the LMS in line with the employee; ``matches`` is the result of
     looking the work email up (None: not looked up yet)."""
     if employee.excluded:
-        return none("excluded from the LMS interface")
+        return none(N_("excluded from the LMS interface"))
     if not scope.user_sync_enabled:
-        return none("user synchronization is not enabled for this account")
+        return none(N_("user synchronization is not enabled for this account"))
     if not scope.interface_active:
-        return none("the LMS interface is not active")
+        return none(N_("the LMS interface is not active"))
 
     if link is not None and not link.gone:
         return _linked(employee, link, scope)
 
     drop = link is not None  # linked, but the LMS user is gone: correlate again
     if not employee.active:
-        return Action(Kind.NONE, "terminated; never created in the LMS", drop_link=drop)
+        return Action(Kind.NONE, N_("terminated; never created in the LMS"), drop_link=drop)
     if not scope.sync_users:
         return Action(Kind.NONE, SYNC_USERS_OFF, drop_link=drop)
     if employee.email_key is None:
@@ -151,21 +152,21 @@ def decide(
         return Action(Kind.CORRELATE, drop_link=drop)
     if not matches:
         return Action(
-            Kind.CREATE, "no LMS user has this email", changes=employee.desired, drop_link=drop
+            Kind.CREATE, N_("no LMS user has this email"), changes=employee.desired, drop_link=drop
         )
     if len(matches) > 1:
         ids = ", ".join(sorted(m.id for m in matches))
-        return Action(Kind.CONFLICT, f"several LMS users have this email ({ids})", drop_link=drop)
+        return Action(Kind.CONFLICT, SEVERAL_USERS.format(ids=ids), drop_link=drop)
     match = matches[0]
     if match.linked_to is not None and match.linked_to != employee.id:
         return Action(
             Kind.CONFLICT,
-            f"the LMS user with this email is already linked to employee {match.linked_to}",
+            LINKED_ELSEWHERE.format(employee=match.linked_to),
             drop_link=drop,
         )
     return Action(
         Kind.LINK,
-        "matched by email",
+        MATCHED_BY_EMAIL,
         lms_user_id=match.id,
         changes=diff(employee.desired, match.fields),
         reactivate=not match.active,
@@ -180,12 +181,12 @@ def _linked(employee: EmployeeView, link: LinkView, scope: Scope) -> Action:
             stale = link.lms_active  # the LMS user was deactivated by hand, or in a lost run
             return Action(
                 Kind.NONE,
-                "terminated; LMS user already deactivated",
+                N_("terminated; LMS user already deactivated"),
                 refresh=LinkRefresh(False) if stale else None,
             )
         if not scope.deactivate_terminated:
             return none(DEACTIVATION_OFF)
-        return Action(Kind.DEACTIVATE, "terminated", lms_user_id=link.lms_user_id)
+        return Action(Kind.DEACTIVATE, N_("terminated"), lms_user_id=link.lms_user_id)
     if not scope.sync_users:
         return none(SYNC_USERS_OFF)
     # A field the LMS does not show (Moodle hides phone numbers unless configured to show them)
@@ -195,7 +196,7 @@ def _linked(employee: EmployeeView, link: LinkView, scope: Scope) -> Action:
     if not remote_active:
         return Action(
             Kind.REACTIVATE,
-            "active in HR, deactivated in the LMS",
+            N_("active in HR, deactivated in the LMS"),
             lms_user_id=link.lms_user_id,
             changes=changes,
             reactivate=True,
@@ -203,7 +204,7 @@ def _linked(employee: EmployeeView, link: LinkView, scope: Scope) -> Action:
     if changes:
         return Action(
             Kind.UPDATE,
-            "changed: " + ", ".join(sorted(changes)),
+            CHANGED.format(fields=", ".join(sorted(changes))),
             lms_user_id=link.lms_user_id,
             changes=changes,
         )
@@ -212,7 +213,7 @@ def _linked(employee: EmployeeView, link: LinkView, scope: Scope) -> Action:
     )
     # The LMS holds the employee's values (up to letter case): record those, as a write would.
     return Action(
-        Kind.NONE, "up to date", refresh=LinkRefresh(True, employee.desired) if stale else None
+        Kind.NONE, N_("up to date"), refresh=LinkRefresh(True, employee.desired) if stale else None
     )
 
 

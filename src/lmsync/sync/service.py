@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from lmsync.domain.employment import is_active
@@ -28,6 +29,7 @@ from lmsync.domain.errors import (
 )
 from lmsync.domain.interface import InterfaceIn
 from lmsync.hr.employees import status_condition, text_condition
+from lmsync.i18n import N_, _
 from lmsync.jobs.queue import Deferrer
 from lmsync.lms.base import ConnectionReport, LmsError
 from lmsync.lms.host_policy import NOT_ALLOWED
@@ -44,7 +46,7 @@ from lmsync.storage.tables import (
     SyncRun,
     utcnow,
 )
-from lmsync.sync import held_back, recovery, rules, snapshot
+from lmsync.sync import held_back, reasons, recovery, rules, snapshot
 from lmsync.sync.engine import RunOptions, RunSummary, RunTakenOver, SyncBusy, SyncEngine
 from lmsync.sync.guard import held_employee_ids
 from lmsync.sync.mapping import create_only_fields, desired_fields, shown
@@ -56,11 +58,15 @@ log = structlog.get_logger("lmsync.sync")
 # over (queued); the keeper looks (and renews this server's queued runs) every sixth of a lease.
 RECOVERY_LEASES = 1.5
 
-REJECTED_HOLD = "deactivation rejected by an HR manager; proposed again at the next full pass"
+# Stored as the employees' LMS state reason (English; said again by ``reasons.stored``).
+REJECTED_HOLD = N_("deactivation rejected by an HR manager; proposed again at the next full pass")
+# Stored as the message of a run that failed in the background.
+UNEXPECTED = N_("unexpected error; see the server log")
 
-ENABLE_SYNC_FIRST = (
+ENABLE_SYNC_FIRST = _(
     "user synchronization is not enabled for this account; please contact a product expert"
 )
+NOT_CONFIGURED = _("the LMS interface is not configured yet")
 
 
 def minute_for(account_id: str) -> int:
@@ -82,13 +88,17 @@ class InterfaceSaved:
 
 @dataclass(frozen=True)
 class EmployeeLmsState:
+    """``reason``, ``next_action_when`` and the sentence ``next_action`` may be are Msgs (the
+    reader's language where shown); ``state``, ``made_by`` and the other ``next_action`` values
+    are codes."""
+
     state: str  # not_linked | linked | deactivated | skipped | conflict | error | held | excluded
     made_by: str | None  # created | matched
     lms_user_id: str | None
     lms_active: bool | None
     reason: str
     last_sync_at: datetime | None
-    next_action: str
+    next_action: str  # a rules.Kind value, "none", or the sentence for a lookup
     next_action_at: datetime | None
     next_action_when: str
 
@@ -169,7 +179,7 @@ class SyncService:
     def get_interface(session: Session, account_id: str) -> LmsInterface:
         interface = session.get(LmsInterface, account_id)
         if interface is None:
-            raise NotFound("the LMS interface is not configured yet")
+            raise NotFound(NOT_CONFIGURED)
         return interface
 
     def save_interface(self, account_id: str, data: InterfaceIn) -> InterfaceSaved:
@@ -179,7 +189,7 @@ class SyncService:
         with self.sessions() as session, session.begin():
             account = session.get(Account, account_id)
             if account is None:
-                raise NotFound("account not found")
+                raise NotFound(_("account not found"))
             interface, caught_up = self._put(session, account_id, data)
             counts = held_back.count(session, account, interface, self.engine.clock())
             session.refresh(interface)  # server-set values, readable once the session is closed
@@ -224,8 +234,10 @@ class SyncService:
             problems.append(
                 FieldError(
                     "secret",
-                    "the URL or the authentication changed: enter the secret again (the "
-                    "stored one is never sent elsewhere)",
+                    _(
+                        "the URL or the authentication changed: enter the secret again (the "
+                        "stored one is never sent elsewhere)"
+                    ),
                 )
             )
         if problems:
@@ -333,7 +345,7 @@ class SyncService:
             self.get_interface(session, account_id)
             lock_row(session, LmsInterface.account_id, account_id)
             if options.activating and self.get_interface(session, account_id).active:
-                raise Conflict("the LMS interface is already active; use Sync now")
+                raise Conflict(_("the LMS interface is already active; use Sync now"))
             twin = _queued_twin(session, account_id, options)
             if twin is not None:
                 return twin
@@ -370,7 +382,7 @@ class SyncService:
                     log.exception(
                         "background sync failed", account_id=account_id, run_id=options.run_id
                     )
-                    self._fail_queued(options.run_id, "unexpected error; see the server log")
+                    self._fail_queued(options.run_id, UNEXPECTED)
                     return
         finally:
             with self._queued_lock:
@@ -423,7 +435,7 @@ class SyncService:
             if not account.user_sync_enabled:
                 raise Conflict(ENABLE_SYNC_FIRST)
             if not interface.active and not dry_run:
-                raise Conflict("activate the LMS interface first")
+                raise Conflict(_("activate the LMS interface first"))
         options = RunOptions(trigger="manual", dry_run=dry_run, full=full, actor_user_id=actor)
         if dry_run:
             return self.engine.run(account_id, options)
@@ -455,9 +467,12 @@ class SyncService:
             if not getattr(decided, "rowcount", 0):
                 run = session.get(SyncRun, run_id)
                 if run is None or run.account_id != account_id:
-                    raise NotFound("run not found")
+                    raise NotFound(_("run not found"))
                 raise Conflict(
-                    f"only a held run can be approved or rejected (this one is {run.status})"
+                    _(
+                        "only a held run can be approved or rejected (this one is {status})",
+                        status=run.status,
+                    )
                 )
             held = held_employee_ids(session, run_id)
             if not approve:
@@ -491,7 +506,7 @@ class SyncService:
     def get_run(session: Session, account_id: str, run_id: str) -> SyncRun:
         run = session.get(SyncRun, run_id)
         if run is None or run.account_id != account_id:
-            raise NotFound("run not found")
+            raise NotFound(_("run not found"))
         return run
 
     @staticmethod
@@ -499,16 +514,12 @@ class SyncService:
         session: Session,
         run_id: str,
         *,
-        action: str | None,
-        outcome: str | None,
+        where: Iterable[ColumnElement[bool]] = (),
         limit: int,
         offset: int,
     ) -> tuple[list[SyncOutcome], int]:
-        query = select(SyncOutcome).where(SyncOutcome.run_id == run_id)
-        if action:
-            query = query.where(SyncOutcome.action == action)
-        if outcome:
-            query = query.where(SyncOutcome.outcome == outcome)
+        """One page of a run's rows (those matching every ``where``), in order, and their total."""
+        query = select(SyncOutcome).where(SyncOutcome.run_id == run_id, *where)
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.scalars(
             query.order_by(SyncOutcome.at, SyncOutcome.id).limit(limit).offset(offset)
@@ -552,16 +563,17 @@ class SyncService:
             rules.LinkView(link.lms_user_id, link.lms_active, link.written) if link else None
         )
         action = rules.decide(view, link_view, scope)
-        next_action = {
-            rules.Kind.CORRELATE: "look up the work email in the LMS, then link or create",
-        }.get(action.kind, action.kind.value)
+        next_action: str = action.kind.value
+        if action.kind == rules.Kind.CORRELATE:
+            next_action = _("look up the work email in the LMS, then link or create")
         when, at = _when(action, employee, interface, state, account.timezone)
-        reason = (
-            state.reason if state and label in ("skipped", "conflict", "error", "held") else ""
-        ) or (
-            action.reason
-            if action.kind in (rules.Kind.SKIP, rules.Kind.CONFLICT, rules.Kind.NONE)
-            else ""
+        reason = reasons.stored(
+            (state.reason if state and label in ("skipped", "conflict", "error", "held") else "")
+            or (
+                action.reason
+                if action.kind in (rules.Kind.SKIP, rules.Kind.CONFLICT, rules.Kind.NONE)
+                else ""
+            )
         )
         next_action = next_action if action.kind != rules.Kind.NONE else "none"
         ends, last_day = employee.access_ends_at, employee.termination_date
@@ -576,14 +588,14 @@ class SyncService:
         ):
             # Leaving: nothing to do before the last day worked ends; then, deactivation.
             next_action, at = "deactivate", ends
-            when = f"when {last_day.isoformat()} ends (the last day worked)"
-            reason = f"leaving on {last_day.isoformat()}"
+            when = _("when {day} ends (the last day worked)", day=last_day.isoformat())
+            reason = _("leaving on {day}", day=last_day.isoformat())
         return EmployeeLmsState(
             state=label,
             made_by=link.made_by if link else None,
             lms_user_id=link.lms_user_id if link else None,
             lms_active=link.lms_active if link else None,
-            reason=reason,
+            reason=reason or "",
             last_sync_at=state.at if state else None,
             next_action=next_action,
             next_action_at=at,
@@ -633,24 +645,24 @@ def _when(
     timezone: str = "UTC",
 ) -> tuple[str, datetime | None]:
     if action.kind == rules.Kind.NONE:
-        return "nothing to do", None
+        return _("nothing to do"), None
     if interface is None or not interface.active:
-        return "when the LMS interface is activated", None
+        return _("when the LMS interface is activated"), None
     if state is not None and state.outcome == "held" and action.kind == rules.Kind.DEACTIVATE:
-        return "once an HR manager approves the held deactivations", None
+        return _("once an HR manager approves the held deactivations"), None
     if not interface.hourly_transfer:
-        return "at the next manual sync", None
+        return _("at the next manual sync"), None
     if state is not None and state.outcome == "error" and state.next_attempt_at is not None:
-        return "automatic retry", state.next_attempt_at
+        return _("automatic retry"), state.next_attempt_at
     if employee.lms_due_at is not None:
-        return "within seconds", employee.lms_due_at
+        return _("within seconds"), employee.lms_due_at
     # Not due: the hourly pass looks at it only if its LMS user changes; the sweep always does.
-    return "at the next daily full sweep", next_sweep(
+    return _("at the next daily full sweep"), next_sweep(
         interface.last_sweep_at, interface.sweep_hour, interface.minute_of_hour, timezone
     )
 
 
-LMS_STATES = (
+LmsStateName = Literal[
     "not_linked",
     "linked",
     "deactivated",
@@ -659,7 +671,8 @@ LMS_STATES = (
     "error",
     "held",
     "excluded",
-)
+]
+LMS_STATES: tuple[str, ...] = get_args(LmsStateName)
 
 
 def lms_state_column() -> Any:
@@ -710,3 +723,12 @@ def employees_with_state(
         .offset(offset)
     ).all()
     return [(row[0], str(row[1])) for row in rows], total
+
+
+def employees_by_id(session: Session, account_id: str, ids: list[str]) -> dict[str, Employee]:
+    """The account's employees among ``ids`` (e.g. those of a page of run outcomes), by id."""
+    found: dict[str, Employee] = {}
+    for chunk in snapshot.chunks(sorted(set(ids))):
+        query = select(Employee).where(Employee.account_id == account_id, Employee.id.in_(chunk))
+        found.update((employee.id, employee) for employee in session.scalars(query))
+    return found

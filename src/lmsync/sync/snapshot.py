@@ -1,50 +1,36 @@
-"""What a sync run reads from the database, as plain tuples: employees, links and states.
+"""What a sync run reads from the database, as plain records: employees, links and states.
 
-A run reads these rows once, without the ORM (no identity map, no per-row object to build or
-expunge), and keeps them as its snapshot: only the engine writes links and states, and it does so
+A run reads these rows once, without the ORM (no identity map, no mapped object per row to build
+or expunge), and keeps them as its snapshot: only the engine writes links and states, and it does so
 under the account's lock, so the snapshot is what the recording compares against.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields, is_dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
+from lmsync.domain.employees import EmployeeData
 from lmsync.storage.tables import Employee, LmsLink, LmsState, table_of
 
 # Rows are read in chunks of ids, so that an IN list stays far below every database's limit.
 ID_CHUNK = 500
 
 
-class EmployeeRecord(NamedTuple):
-    """The columns of an employee that a sync reads (the mapped fields and the sync markers)."""
+@dataclass
+class EmployeeRecord(EmployeeData):
+    """The columns of an employee that a sync reads: its own fields (``EmployeeData``) and the
+    sync markers."""
 
     id: str
     account_id: str
-    employee_number: str
-    first_name: str
-    last_name: str
-    language: str | None
-    work_email: str | None
-    work_email_key: str | None
-    company_name: str | None
-    job_title: str | None
-    home_phone: str | None
-    home_phone_e164: str | None
-    cell_phone: str | None
-    cell_phone_e164: str | None
-    address: str | None
-    city: str | None
-    province: str | None
-    country: str | None
-    postal_code: str | None
     termination_date: date | None
     access_ends_at: datetime | None  # None: no termination; the status is decided as of now
-    lms_excluded: bool
     lms_due_at: datetime | None
     updated_at: datetime
 
@@ -75,9 +61,14 @@ class StateRecord(NamedTuple):
 Record = TypeVar("Record", EmployeeRecord, LinkRecord, StateRecord)
 
 
+def _names(record: type[Any]) -> list[str]:
+    """A record's fields in order: a dataclass's or a named tuple's."""
+    return [f.name for f in fields(record)] if is_dataclass(record) else list(record._fields)
+
+
 def _columns(model: type[Any], record: type[Record]) -> list[ColumnElement[Any]]:
     table = table_of(model)
-    return [table.c[name] for name in record._fields]
+    return [table.c[name] for name in _names(record)]
 
 
 EMPLOYEE_COLUMNS = _columns(Employee, EmployeeRecord)
@@ -91,7 +82,7 @@ def chunks(ids: list[str], size: int = ID_CHUNK) -> Iterator[list[str]]:
 
 
 def _read(session: Session, query: Select[Any], record: type[Record]) -> Iterable[Record]:
-    return (record._make(row) for row in session.execute(query))
+    return (record(*row) for row in session.execute(query))
 
 
 def _read_among(

@@ -11,8 +11,8 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from lmsync.hr.employees import contains
+from lmsync.lms.base import RemoteUser
 from lmsync.storage.tables import LmsLink, UnlinkedLmsUser
-from lmsync.sync.rules import RemoteUser
 
 CHUNK = 1000
 
