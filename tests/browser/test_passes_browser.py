@@ -56,6 +56,6 @@ def test_a_bad_sweep_hour_is_shown_next_to_its_field(page: Page, site: Site) -> 
     field.fill("24")
     page.get_by_role("button", name="Save").click()
     expect(field).to_have_attribute("aria-invalid", "true")
-    expect(page.locator("#e-sweep_hour")).to_contain_text("less than or equal to 23")
+    expect(page.locator("#e-sweep_hour")).to_contain_text("must be at most 23")
     expect(page.get_by_text("nothing was saved")).to_be_visible()
     assert _interface(site)["sweep_hour"] == 3

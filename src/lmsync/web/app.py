@@ -34,7 +34,7 @@ from lmsync.storage.tables import utcnow
 from lmsync.sync.engine import SyncEngine
 from lmsync.sync.service import SyncService
 from lmsync.sync.worker import SyncWorker
-from lmsync.web import api_accounts, api_employees, api_lms, problems
+from lmsync.web import api_accounts, api_docs, api_employees, api_lms, problems
 from lmsync.web.address_check import AddressCheckMiddleware
 from lmsync.web.body_limit import BodyLimitMiddleware
 from lmsync.web.deps import AppState, State
@@ -154,6 +154,8 @@ def create_app(
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: api_docs.install, offline
+        redoc_url=None,
         title="lmsync",
         version=lmsync.__version__,
         summary="Keeps an LMS's users in step with the HR system's employees.",
@@ -164,6 +166,7 @@ def create_app(
         settings=settings, sessions=sessions, secrets=secrets, sync=sync, imports=imports
     )
     problems.install(app, html_error=html_error)
+    api_docs.install(app)
     app.include_router(api_employees.router)
     app.include_router(api_accounts.router)
     app.include_router(api_lms.router)
@@ -252,6 +255,6 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
         SecurityHeadersMiddleware,
-        docs_paths=(app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url),
+        docs_paths=api_docs.DOCS_PATHS,
     )
     return app

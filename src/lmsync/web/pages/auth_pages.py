@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from lmsync.hr import sessions
 from lmsync.hr.sessions import LoginRefused, LoginThrottled
+from lmsync.i18n import _
 from lmsync.security import same_secret
 from lmsync.web.deps import AppState, State
 from lmsync.web.pages.common import COOKIE, Writer, redirect, render
@@ -24,7 +25,7 @@ from lmsync.web.pages.common import COOKIE, Writer, redirect, render
 router = APIRouter(include_in_schema=False)
 LOGIN_COOKIE = "lmsync_login"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
-LOGIN_FORM_EXPIRED = (
+LOGIN_FORM_EXPIRED = _(
     "This sign-in form has expired or was not sent from lmsync's sign-in page. "
     "Nothing was done: sign in again below."
 )

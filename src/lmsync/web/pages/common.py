@@ -1,17 +1,25 @@
-"""What every page needs: the browser session, CSRF checks, templates and flash messages.
+"""What every page needs: the browser session, CSRF checks, templates, the top bar's sections
+and flash messages.
 
 A flash message travels in the redirect's URL as a code (``?flash=saved``) that the next page
 looks up in FLASH_MESSAGES; unknown codes show nothing. The URL never carries the text itself:
 a link could otherwise put any words in lmsync's own message banner.
+
+Why the URL and not a one-shot cookie: it works without JavaScript and without server state,
+and a page's background refreshes (htmx) cannot swallow a message meant for the page. The
+drawback, a message shown again on reload, is undone by static/app.js, which takes the code
+out of the address bar (``history.replaceState``) once the page is shown; only a browser
+without JavaScript shows it again on reload.
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -20,14 +28,16 @@ from jinja2 import Environment, FileSystemLoader
 from sqlalchemy.orm import Session
 
 from lmsync import i18n
-from lmsync.domain.employees import EXCLUDE_LABEL
 from lmsync.domain.errors import Forbidden
 from lmsync.hr import sessions
+from lmsync.hr.principal import Principal
 from lmsync.hr.sessions import BrowserSession
-from lmsync.storage.tables import Account
+from lmsync.i18n import Msg, _
+from lmsync.storage.tables import Account, User
 from lmsync.sync import overview
 from lmsync.web import i18n_web
 from lmsync.web.deps import AppState, State
+from lmsync.web.pages import field_labels
 
 COOKIE = "lmsync_session"
 TEMPLATES = Jinja2Templates(
@@ -38,7 +48,13 @@ TEMPLATES = Jinja2Templates(
     )
 )
 i18n_web.install(TEMPLATES.env)
-TEMPLATES.env.globals["EXCLUDE_LABEL"] = EXCLUDE_LABEL
+# Pages name fields, actions, outcomes and stored reasons through these, in the reader's language.
+TEMPLATES.env.globals["labels"] = field_labels
+# The same words as lmsync.domain.employees.EXCLUDE_LABEL (the API's description), said here so
+# that the page can say them in French.
+TEMPLATES.env.globals["EXCLUDE_LABEL"] = _(
+    "Check this box to exclude this employee from the Learning Management System (LMS) interface"
+)
 
 
 class LoginRequired(Exception):
@@ -116,26 +132,61 @@ FlashCode = Literal[
     "run_approved",
     "token_revoked",
 ]
-FLASH_MESSAGES: dict[str, str] = {
-    "hired": "Employee hired.",
-    "lms_linked": "Linked to the LMS user: its fields are written within seconds.",
-    "lms_unlinked": "Unlinked: the LMS user is left as it is.",
-    "saved": "Saved.",
-    "excluded": "Excluded from the LMS interface.",
-    "included": "Included in the LMS interface.",
-    "terminated": "Terminated: the LMS user is deactivated within seconds.",
-    "leaving": "Termination recorded: the employee stays active until the last day worked ends.",
-    "termination_changed": "Termination changed.",
-    "termination_cancelled": "Termination cancelled: the employment goes on.",
-    "rehired": "Rehired.",
-    "sync_started": "Sync started.",
-    "interface_saved": "LMS interface saved.",
-    "confirm_to_activate": "Tick the confirmation box to activate.",
-    "activation_started": "Activation started.",
-    "run_rejected": "Rejected: nothing was written.",
-    "run_approved": "Approved: the run has started.",
-    "token_revoked": "Token revoked: it no longer works.",
+FLASH_MESSAGES: dict[str, Msg] = {
+    "hired": _("Employee hired."),
+    "lms_linked": _("Linked to the LMS user: its fields are written within seconds."),
+    "lms_unlinked": _("Unlinked: the LMS user is left as it is."),
+    "saved": _("Saved."),
+    "excluded": _("Excluded from the LMS interface."),
+    "included": _("Included in the LMS interface."),
+    "terminated": _("Terminated: the LMS user is deactivated within seconds."),
+    "leaving": _("Termination recorded: the employee stays active until the last day worked ends."),
+    "termination_changed": _("Termination changed."),
+    "termination_cancelled": _("Termination cancelled: the employment goes on."),
+    "rehired": _("Rehired."),
+    "sync_started": _("Sync started."),
+    "interface_saved": _("LMS interface saved."),
+    "confirm_to_activate": _("Tick the confirmation box to activate."),
+    "activation_started": _("Activation started."),
+    "run_rejected": _("Rejected: nothing was written."),
+    "run_approved": _("Approved: the run has started."),
+    "token_revoked": _("Token revoked: it no longer works."),
 }
+ROLE_LABELS: dict[str, Msg] = {"MHR": _("HR manager"), "viewer": _("viewer")}
+
+
+@dataclass(frozen=True)
+class Section:
+    """A link of the top bar; ``current`` when the page belongs to it (aria-current)."""
+
+    href: str
+    label: Msg
+    current: bool
+
+
+def sections(principal: Principal, path: str) -> list[Section]:
+    """The top bar's sections this principal may open, the one ``path`` belongs to marked."""
+    wanted: list[tuple[str, Msg, tuple[str, ...]]] = []
+    if principal.account_id is not None:
+        wanted += [
+            ("/employees", _("Employees"), ("/employees",)),
+            ("/overview", _("Overview"), ("/overview", "/lms")),
+            ("/sync", _("Sync history"), ("/sync",)),
+            ("/settings/interfaces/lms", _("Settings"), ("/settings",)),
+        ]
+    wanted.append(("/tokens", _("API tokens"), ("/tokens",)))
+    if principal.is_operator:
+        wanted.append(("/operator/accounts", _("Platform operator"), ("/operator",)))
+    return [
+        Section(href, label, any(path == p or path.startswith(p + "/") for p in prefixes))
+        for href, label, prefixes in wanted
+    ]
+
+
+def here(request: Request) -> str:
+    """This page's path and query without the flash code: where the language switcher returns."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "flash"]
+    return request.url.path + (f"?{urlencode(query)}" if query else "")
 
 
 def account_name(session: Session, browser: BrowserSession) -> str:
@@ -154,14 +205,20 @@ def render(
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
-    """A page, with what the layout needs (who is signed in, the CSRF token, the role) and the
-    flash message the URL's code names; a page that answers a form itself may pass ``flash``."""
+    """A page, with what the layout needs (who is signed in, the CSRF token, the role, the
+    sections, the user's own language choice) and the flash message the URL's code names; a
+    page that answers a form itself may pass ``flash``."""
     code = request.query_params.get("flash")
     base: dict[str, Any] = {"browser": browser, "flash": FLASH_MESSAGES.get(code or "")}
     if browser is not None:
         principal = browser.principal
+        base["sections"] = sections(principal, request.url.path)
+        base["here"] = here(request)
+        base["role_label"] = ROLE_LABELS.get(principal.role or "", principal.role)
         with state.uow() as session:
             base["account_name"] = account_name(session, browser)
+            user = session.get(User, principal.user_id)
+            base["my_language"] = (user.ui_language if user else None) or ""
             if principal.account_id is not None:
                 down_after = timedelta(minutes=state.settings.alert_lms_down_minutes)
                 now = state.sync.engine.clock()
@@ -185,7 +242,7 @@ def not_possible(
         browser,
         "error.html",
         status_code=409,
-        title="Not possible now",
+        title=_("Not possible now"),
         message=message,
     )
 

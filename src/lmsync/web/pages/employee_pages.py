@@ -4,18 +4,23 @@ rehire), and "Sync this employee now"."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date
+from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+import phonenumbers
+import pycountry
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lmsync import i18n
 from lmsync.domain.employees import (
     CancelTerminationIn,
     EmployeeCreateIn,
@@ -27,10 +32,12 @@ from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFaile
 from lmsync.hr import employees
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
+from lmsync.i18n import Msg, _
 from lmsync.storage.tables import Account, Employee, LmsInterface, SyncOutcome, SyncRun, User
 from lmsync.sync import manual_link
 from lmsync.sync.service import LMS_STATES, employees_with_state
 from lmsync.web.deps import MAX_OFFSET, State
+from lmsync.web.pages import field_labels
 from lmsync.web.pages.common import (
     Browser,
     FlashCode,
@@ -59,6 +66,63 @@ PROFILE_FIELDS = (
     "country",
     "postal_code",
 )
+# The languages the form's list offers (any BCP 47 tag may still be typed).
+COMMON_LANGUAGES = (
+    "en", "en-CA", "en-US", "en-GB", "fr", "fr-CA", "fr-FR", "es", "es-MX", "pt", "pt-BR",
+    "de", "it", "nl", "pl", "uk", "ru", "ar", "fa", "hi", "pa", "ur", "fil", "vi", "zh-Hans",
+    "zh-Hant", "ja", "ko", "ht", "iu", "cr",
+)  # fmt: skip
+PROVINCE_COUNTRIES = ("CA", "US")
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The searchable lists of the employee forms: (code, name in the page's language)."""
+
+    countries: list[tuple[str, str]]
+    provinces: list[tuple[str, str]]
+    languages: list[tuple[str, str]]
+
+
+def _sort_key(name: str) -> str:
+    """Accents aside, as a reader expects a list of names ("Émirats" among the E's)."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+@cache
+def _choices(language: i18n.Language) -> Choices:
+    with i18n.using(language):
+        countries = [
+            (str(c.alpha_2), i18n.country_name(str(c.alpha_2))) for c in pycountry.countries
+        ]
+        provinces = [
+            (str(s.code), f"{i18n.subdivision_name(str(s.code))} ({i18n.country_name(country)})")
+            for country in PROVINCE_COUNTRIES
+            for s in pycountry.subdivisions.get(country_code=country) or []  # type: ignore[no-untyped-call]
+        ]
+        languages = [(tag, i18n.language_name(tag)) for tag in COMMON_LANGUAGES]
+    return Choices(
+        countries=sorted(countries, key=lambda pair: _sort_key(pair[1])),
+        provinces=sorted(provinces, key=lambda pair: _sort_key(pair[1])),
+        languages=sorted(languages, key=lambda pair: _sort_key(pair[1])),
+    )
+
+
+def choices() -> Choices:
+    """The lists in the current language (computed once per language)."""
+    return _choices(i18n.current())
+
+
+def _international(e164: str | None) -> str | None:
+    """A stored E.164 number as people write it across borders ("+1 514-555-0199")."""
+    if not e164:
+        return None
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL))
 
 
 def _form(form: dict[str, str]) -> dict[str, str]:
@@ -139,7 +203,9 @@ def employee_list(
 @router.get("/employees/new", response_class=HTMLResponse)
 def new_employee(request: Request, state: State, browser: Browser) -> Response:
     require_writer(browser)
-    return render(request, state, browser, "employee_form.html", values={}, errors={})
+    return render(
+        request, state, browser, "employee_form.html", values={}, errors={}, choices=choices()
+    )
 
 
 @router.post("/employees/new", response_class=HTMLResponse)
@@ -162,7 +228,14 @@ def create_employee(request: Request, state: State, browser: Writer, form: FormD
         return redirect(f"/employees/{employee_id}?tab=security", "hired")
     values["lms_excluded"] = "true" if raw["lms_excluded"] else ""
     return render(
-        request, state, browser, "employee_form.html", status_code=422, values=values, errors=errors
+        request,
+        state,
+        browser,
+        "employee_form.html",
+        status_code=422,
+        values=values,
+        errors=errors,
+        choices=choices(),
     )
 
 
@@ -193,10 +266,6 @@ def _file(
         timezone = session.get_one(Account, account_id).timezone
         history = _history(session, account_id, employee_id, timezone)
         timeline = _timeline(session, account_id, employee_id, timezone) if tab == "history" else []
-    ends = employee.access_ends_at
-    access_ends_local = (
-        ends.astimezone(ZoneInfo(timezone)).strftime(f"%Y-%m-%d %H:%M ({timezone})") if ends else ""
-    )
     if values is None:
         values = {name: getattr(employee, name) for name in PROFILE_FIELDS}
     return render(
@@ -208,7 +277,6 @@ def _file(
         employee=employee,
         tab=tab if tab in ("profile", "employment", "security", "history") else "profile",
         lms=lms,
-        access_ends_local=access_ends_local,
         history=history,
         timeline=timeline,
         q=query,
@@ -218,76 +286,80 @@ def _file(
         timezone=timezone,
         values=values,
         errors=errors or {},
+        choices=choices(),
+        phones={
+            "home_phone": _international(employee.home_phone_e164),
+            "cell_phone": _international(employee.cell_phone_e164),
+        },
     )
 
 
 _EVENT_LABELS = {
-    "hired": "Hired",
-    "updated": "Profile changed",
-    "excluded": "Excluded from the LMS interface",
-    "included": "Included in the LMS interface",
-    "terminated": "Termination recorded",
-    "termination_changed": "Termination changed",
-    "termination_cancelled": "Termination cancelled",
-    "rehired": "Rehired",
-    "lms_linked": "Linked by hand to an LMS user",
-    "lms_unlinked": "Unlinked from its LMS user",
+    "hired": _("Hired"),
+    "updated": _("Profile changed"),
+    "excluded": _("Excluded from the LMS interface"),
+    "included": _("Included in the LMS interface"),
+    "terminated": _("Termination recorded"),
+    "termination_changed": _("Termination changed"),
+    "termination_cancelled": _("Termination cancelled"),
+    "rehired": _("Rehired"),
+    "lms_linked": _("Linked by hand to an LMS user"),
+    "lms_unlinked": _("Unlinked from its LMS user"),
 }
+NO_ACTOR = _("lmsync (import or command line)")
 
 
 def _history(
     session: Session, account_id: str, employee_id: str, timezone: str
-) -> list[dict[str, str]]:
-    """The employee's history, newest first: when (account's time zone), what, and who."""
+) -> list[dict[str, Any]]:
+    """The employee's history, newest first: when, what (and its details), and who."""
     events = employees.list_events(session, account_id, employee_id)
     actors = {e.actor_user_id for e in events if e.actor_user_id}
     rows = session.execute(select(User.id, User.email).where(User.id.in_(sorted(actors))))
     emails = {str(row[0]): str(row[1]) for row in rows}
-    zone = ZoneInfo(timezone)
     return [
         {
-            "at": event.at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
-            "what": _EVENT_LABELS.get(event.kind, event.kind) + _event_detail(event.details),
-            "who": emails.get(event.actor_user_id or "", "lmsync (import or command line)"),
+            "at": event.at,
+            "what": _EVENT_LABELS.get(event.kind, event.kind),
+            "details": _event_details(event.details),
+            "who": emails.get(event.actor_user_id or "", NO_ACTOR),
         }
         for event in reversed(events)
     ]
 
 
 _LMS_ACTIONS = {
-    "create": "LMS user created",
-    "link": "Linked to the LMS user with the same email",
-    "update": "LMS user updated",
-    "deactivate": "LMS user deactivated",
-    "reactivate": "LMS user reactivated",
-    "skip": "Skipped",
-    "conflict": "Conflict",
-    "none": "Checked",
+    "create": _("LMS user created"),
+    "link": _("Linked to the LMS user with the same email"),
+    "update": _("LMS user updated"),
+    "deactivate": _("LMS user deactivated"),
+    "reactivate": _("LMS user reactivated"),
+    "skip": _("Skipped"),
+    "conflict": _("Conflict"),
+    "none": _("Checked"),
 }
-_LMS_OUTCOMES = {"failed": "failed", "held": "held: awaiting approval", "planned": "planned"}
+_LMS_OUTCOMES = {
+    "failed": _("failed"),
+    "held": _("held: awaiting approval"),
+    "planned": _("planned"),
+}
+_RUN_ACTORS = {
+    "change": _("lmsync (change run)"),
+    "hourly": _("lmsync (hourly run)"),
+    "manual": _("lmsync (manual run)"),
+    "activation": _("lmsync (activation run)"),
+    "approval": _("lmsync (approval run)"),
+}
 TIMELINE_LMS_ROWS = 200
 
 
 def _timeline(
     session: Session, account_id: str, employee_id: str, timezone: str
-) -> list[dict[str, str | None]]:
+) -> list[dict[str, Any]]:
     """The HR events and the LMS outcomes of one employee, newest first."""
-    zone = ZoneInfo(timezone)
-    events = employees.list_events(session, account_id, employee_id)
-    actors = {e.actor_user_id for e in events if e.actor_user_id}
-    rows = session.execute(select(User.id, User.email).where(User.id.in_(sorted(actors))))
-    emails = {str(row[0]): str(row[1]) for row in rows}
-    items: list[tuple[datetime, dict[str, str | None]]] = [
-        (
-            event.at,
-            {
-                "source": "hr",
-                "what": _EVENT_LABELS.get(event.kind, event.kind) + _event_detail(event.details),
-                "who": emails.get(event.actor_user_id or "", "lmsync (import or command line)"),
-                "run_id": None,
-            },
-        )
-        for event in events
+    items: list[dict[str, Any]] = [
+        {**event, "source": "hr", "run_id": None}
+        for event in _history(session, account_id, employee_id, timezone)
     ]
     outcomes = session.execute(
         select(SyncOutcome, SyncRun.trigger)
@@ -301,45 +373,61 @@ def _timeline(
         .limit(TIMELINE_LMS_ROWS)
     ).all()
     for outcome, trigger in outcomes:
-        what = _LMS_ACTIONS.get(outcome.action, outcome.action)
-        if outcome.outcome in _LMS_OUTCOMES:
-            what += f" ({_LMS_OUTCOMES[outcome.outcome]})"
+        fields = []
         if outcome.after and outcome.action in ("update", "link", "reactivate"):
-            what += ": " + ", ".join(sorted(k for k in outcome.after if k != "active"))
-        if outcome.reason:
-            what += f" — {outcome.reason}"
+            # The LMS attributes written, by their labels in the reader's language.
+            fields = [field_labels.field_list(sorted(k for k in outcome.after if k != "active"))]
         items.append(
-            (
-                outcome.at,
-                {
-                    "source": "lms",
-                    "what": what,
-                    "who": f"lmsync ({trigger} run)",
-                    "run_id": outcome.run_id,
-                },
-            )
+            {
+                "at": outcome.at,
+                "source": "lms",
+                "what": _LMS_ACTIONS.get(outcome.action, outcome.action),
+                "outcome": _LMS_OUTCOMES.get(outcome.outcome or ""),
+                "details": fields,
+                "reason": field_labels.reason(outcome.reason),
+                "who": _RUN_ACTORS.get(trigger) or _("lmsync ({trigger} run)", trigger=trigger),
+                "run_id": outcome.run_id,
+            }
         )
-    items.sort(key=lambda pair: pair[0], reverse=True)
-    return [{"at": at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"), **item} for at, item in items]
+    items.sort(key=lambda item: item["at"], reverse=True)
+    return items
 
 
-def _event_detail(details: dict[str, Any]) -> str:
+def _day(value: Any) -> str:
+    """A date of an event's details (ISO text) in the reader's language."""
+    if not value:
+        return "—"
+    try:
+        return i18n.format_date(date.fromisoformat(str(value)))
+    except ValueError:
+        return str(value)
+
+
+def _event_details(details: dict[str, Any]) -> list[Msg]:
+    """What an event's details say, one short phrase each ("last day worked Dec 2, 2026")."""
     if "after" in details:  # a change of termination: before → after
         before, after = details["before"], details["after"]
-        return f": last day worked {before['termination_date']} → {after['termination_date']}"
+        return [
+            _(
+                "last day worked {before} → {after}",
+                before=_day(before.get("termination_date")),
+                after=_day(after.get("termination_date")),
+            )
+        ]
     parts = []
     if details.get("termination_date"):
-        parts.append(f"last day worked {details['termination_date']}")
+        parts.append(_("last day worked {day}", day=_day(details["termination_date"])))
     if details.get("effective_immediately"):
-        parts.append("effective immediately")
+        parts.append(_("effective immediately"))
     if details.get("hire_date"):
-        parts.append(f"hire date {details['hire_date']}")
+        parts.append(_("hire date {day}", day=_day(details["hire_date"])))
     if details.get("lms_user_id"):
-        parts.append(f"LMS user {details['lms_user_id']}")
-    for key in ("reason", "note"):
-        if details.get(key):
-            parts.append(f"{key}: {details[key]}")
-    return (": " + ", ".join(parts)) if parts else ""
+        parts.append(_("LMS user {id}", id=details["lms_user_id"]))
+    if details.get("reason"):
+        parts.append(_("reason: {text}", text=details["reason"]))
+    if details.get("note"):
+        parts.append(_("note: {text}", text=details["note"]))
+    return parts
 
 
 @router.get("/employees/{employee_id}", response_class=HTMLResponse)
@@ -427,64 +515,83 @@ def save_exclusion(
 class _Step:
     """One lifecycle step of the employment tab: its question, fields and what it does."""
 
-    title: str
-    question: str
-    fields: list[tuple[str, str, str]]  # (name, label, type)
-    confirm: str
+    title: Msg
+    question: Msg
+    fields: list[tuple[str, Msg, str]]  # (name, label, type)
+    confirm: Msg
     danger: bool
     done: FlashCode
 
 
 def _step(verb: str, employee: Employee) -> _Step | None:
     name = f"{employee.first_name} {employee.last_name}"
-    last_day = ("termination_date", "Last day worked", "date")
-    immediate = ("effective_immediately", "Effective immediately (e.g. a dismissal)", "checkbox")
+    last_day = ("termination_date", _("Last day worked"), "date")
+    immediate = ("effective_immediately", _("Effective immediately (e.g. a dismissal)"), "checkbox")
+    reason = ("reason", _("Reason"), "text")
     if verb == "terminate":
         return _Step(
-            f"Terminate {name}",
-            f"Terminate {name}? The termination date is the last day worked: the LMS user stays "
-            "active until that day ends, then is deactivated within seconds (at once for a date "
-            "in the past, or when effective immediately). Excluded employees are left alone.",
-            [last_day, ("reason", "Reason", "text"), immediate],
-            "Yes, terminate",
+            _("Terminate {name}", name=name),
+            _(
+                "Terminate {name}? The termination date is the last day worked: the LMS user "
+                "stays active until that day ends, then is deactivated within seconds (at once "
+                "for a date in the past, or when effective immediately). Excluded employees are "
+                "left alone.",
+                name=name,
+            ),
+            [last_day, reason, immediate],
+            _("Yes, terminate"),
             True,
             "terminated",
         )
     if verb == "change-termination":
         return _Step(
-            f"Change the termination of {name}",
-            f"{name} is leaving on {employee.termination_date}. Change the last day worked, the "
-            "reason, or make it effective immediately.",
-            [last_day, ("reason", "Reason", "text"), immediate],
-            "Save the termination",
+            _("Change the termination of {name}", name=name),
+            _(
+                "{name} is leaving on {day}. Change the last day worked, the reason, or make it "
+                "effective immediately.",
+                name=name,
+                day=i18n.format_date(employee.termination_date),
+            ),
+            [last_day, reason, immediate],
+            _("Save the termination"),
             False,
             "termination_changed",
         )
     if verb == "cancel-termination":
-        took_effect = employee.leaving_on is None
+        day = i18n.format_date(employee.termination_date)
+        question = (
+            _(
+                "Cancel the termination of {name} (last day worked {day})? Use this when it was "
+                "recorded by mistake: the employment goes on with the same hire date and the LMS "
+                "user is reactivated. To start a new period of employment, rehire instead.",
+                name=name,
+                day=day,
+            )
+            if employee.leaving_on is None
+            else _(
+                "Cancel the termination of {name} (last day worked {day})? The employee stays "
+                "active and nothing changes in the LMS.",
+                name=name,
+                day=day,
+            )
+        )
         return _Step(
-            f"Cancel the termination of {name}",
-            (
-                f"Cancel the termination of {name} (last day worked {employee.termination_date})? "
-                + (
-                    "Use this when it was recorded by mistake: the employment goes on with the "
-                    "same hire date and the LMS user is reactivated. To start a new period of "
-                    "employment, rehire instead."
-                    if took_effect
-                    else "The employee stays active and nothing changes in the LMS."
-                )
-            ),
-            [("note", "Note (why)", "text")],
-            "Yes, cancel the termination",
+            _("Cancel the termination of {name}", name=name),
+            question,
+            [("note", _("Note (why)"), "text")],
+            _("Yes, cancel the termination"),
             False,
             "termination_cancelled",
         )
     if verb == "rehire":
         return _Step(
-            f"Rehire {name}",
-            f"Rehire {name}? A new period of employment starts; their LMS user is reactivated.",
-            [("hire_date", "New hire date", "date")],
-            "Yes, rehire",
+            _("Rehire {name}", name=name),
+            _(
+                "Rehire {name}? A new period of employment starts; their LMS user is reactivated.",
+                name=name,
+            ),
+            [("hire_date", _("New hire date"), "date")],
+            _("Yes, rehire"),
             False,
             "rehired",
         )
@@ -512,6 +619,12 @@ def _confirm(
                 "reason": employee.termination_reason or "",
                 "effective_immediately": "true" if employee.termination_immediate else "",
             }
+        elif values is None and verb == "terminate":
+            # Today where the account is (the app's clock: tests drive it), a common answer.
+            zone = ZoneInfo(session.get_one(Account, account_id).timezone)
+            now = state.sync.engine.clock()
+            today = (now if now.tzinfo else now.replace(tzinfo=UTC)).astimezone(zone).date()
+            values = {"termination_date": today.isoformat()}
     if step is None:
         return _not_found(request, state, browser)
     return render(
@@ -539,8 +652,8 @@ def _not_found(request: Request, state: State, browser: BrowserSession) -> Respo
         browser,
         "error.html",
         status_code=404,
-        title="Not found",
-        message="This page does not exist.",
+        title=_("Not found"),
+        message=_("This page does not exist."),
     )
 
 

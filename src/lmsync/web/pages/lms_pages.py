@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy.orm import Session
 
 from lmsync import csv_safe
 from lmsync.domain.accounts import AccountPatchIn
@@ -18,13 +20,14 @@ from lmsync.domain.interface import InterfaceIn, MoodleOptionsIn, ScimOptionsIn
 from lmsync.hr import accounts
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
+from lmsync.i18n import _
 from lmsync.jobs import stats as jobs_stats
 from lmsync.storage.tables import Account, Employee, LmsInterface, SyncOutcome
 from lmsync.sync.engine import RunSummary
-from lmsync.sync.held_back import SWITCH_LABELS
 from lmsync.sync.mapping import CREATE_ONLY_FIELDS, MAINTAINED_FIELDS
-from lmsync.sync.service import InterfaceSaved
+from lmsync.sync.service import InterfaceSaved, employees_by_id
 from lmsync.web.deps import MAX_OFFSET, State
+from lmsync.web.pages import field_labels
 from lmsync.web.pages.common import (
     Browser,
     FormData,
@@ -139,7 +142,7 @@ def _settings_page(
         if values is None:
             values = _interface_values(interface)
     if saved is not None:
-        context["flash"] = "LMS interface saved."
+        context["flash"] = _("LMS interface saved.")
     return render(
         request,
         state,
@@ -150,7 +153,6 @@ def _settings_page(
         errors=errors or {},
         saved=saved,
         refused=refused,
-        switch_labels=SWITCH_LABELS,
         **context,
     )
 
@@ -283,21 +285,77 @@ def sync_now(request: Request, state: State, browser: Writer, form: FormData) ->
     return redirect(f"/sync/{result}", "sync_started")
 
 
+def _timezone(session: Session, account_id: str) -> str:
+    return session.get_one(Account, account_id).timezone
+
+
 @router.get("/sync", response_class=HTMLResponse)
 def runs_page(request: Request, state: State, browser: Browser, offset: int = 0) -> Response:
     account_id = browser.principal.account()
     offset = min(max(offset, 0), MAX_OFFSET)
     with state.uow() as session:
         runs, total = state.sync.list_runs(session, account_id, limit=PAGE, offset=offset)
+        tz = _timezone(session, account_id)
     return render(
         request,
         state,
         browser,
         "runs.html",
         runs=runs,
+        tz=tz,
         next_url=f"/sync?offset={offset + PAGE}" if offset + PAGE < total else None,
         prev_url=f"/sync?offset={max(offset - PAGE, 0)}" if offset else None,
     )
+
+
+# A run's counts (SyncRun.counts) tally its employees by result: the action done or planned,
+# except that a failure counts as "failed", a deactivation waiting for approval as "held" and an
+# excluded employee as "excluded" (sync.recording, and sync.engine for a plan). The run page
+# filters its rows (SyncOutcome) by the same keys, so that a count and its rows agree. A real
+# run keeps no row for an employee with nothing to do ("none", unless the LMS changed it on its
+# side) nor for an excluded one: the page says so next to those counts.
+RESULTS = tuple(field_labels.RESULT_LABELS)
+_APART = ("failed", "held")  # counted by outcome, whatever the action
+EXCLUDED_REASON = "excluded from the LMS interface"  # sync.rules.decide's, stored as written
+NO_ROWS_KEPT = ("none", "excluded")
+
+
+def _result_is(key: str) -> ColumnElement[bool]:
+    """The rows of one result key (see RESULTS); another value filters on the action itself."""
+    if key in _APART:
+        return SyncOutcome.outcome == key
+    done = SyncOutcome.outcome.not_in(_APART)
+    if key == "excluded":
+        return and_(done, SyncOutcome.action == "none", SyncOutcome.reason == EXCLUDED_REASON)
+    if key == "none":
+        return and_(done, SyncOutcome.action == "none", SyncOutcome.reason != EXCLUDED_REASON)
+    if key in RESULTS:
+        return and_(done, SyncOutcome.action == key)
+    return SyncOutcome.action == key
+
+
+def row_counts(session: Session, run_id: str) -> dict[str, int]:
+    """The run's rows by result key: for a count of SyncRun.counts, the rows its filter shows."""
+    counts: dict[str, int] = {}
+    for action, outcome, n in session.execute(
+        select(SyncOutcome.action, SyncOutcome.outcome, func.count())
+        .where(SyncOutcome.run_id == run_id)
+        .group_by(SyncOutcome.action, SyncOutcome.outcome)
+    ):
+        key = outcome if outcome in _APART else action
+        counts[key] = counts.get(key, 0) + int(n)
+    excluded = int(
+        session.scalar(
+            select(func.count())
+            .select_from(SyncOutcome)
+            .where(SyncOutcome.run_id == run_id, _result_is("excluded"))
+        )
+        or 0
+    )
+    if excluded:
+        counts["none"] = counts.get("none", 0) - excluded
+        counts["excluded"] = excluded
+    return {k: n for k, n in counts.items() if n}
 
 
 @router.get("/sync/{run_id}", response_class=HTMLResponse)
@@ -310,6 +368,8 @@ def run_page(
     outcome: str | None = None,
     offset: int = 0,
 ) -> Response:
+    """One run: its status and counts, and its rows, filtered by result (``action``: a key of
+    the counts; ``outcome``: done | failed | planned | held | none, for older links)."""
     account_id = browser.principal.account()
     offset = min(max(offset, 0), MAX_OFFSET)
     with state.uow() as session:
@@ -318,34 +378,44 @@ def run_page(
         # empty value) shows the rest.
         held_only = run.status == "held" and action is None and outcome is None
         if held_only:
-            outcome = "held"
+            action = "held"
+        where = [
+            *([_result_is(action)] if action else []),
+            *([SyncOutcome.outcome == outcome] if outcome else []),
+        ]
         outcomes, total = state.sync.list_outcomes(
-            session,
-            run_id,
-            action=action or None,
-            outcome=outcome or None,
-            limit=PAGE,
-            offset=offset,
+            session, run_id, where=where, limit=PAGE, offset=offset
         )
         ids = [o.employee_id for o in outcomes]
         names = {
             e.id: f"{e.first_name} {e.last_name}"
-            for e in session.scalars(select(Employee).where(Employee.id.in_(ids)))
+            for e in employees_by_id(session, account_id, ids).values()
         }
-    query = "&".join(f"{k}={v}" for k, v in (("action", action), ("outcome", outcome)) if v)
+        rows_by_result = row_counts(session, run_id)
+        tz = _timezone(session, account_id)
+    query = urlencode([(k, v) for k, v in (("action", action), ("outcome", outcome)) if v])
     base = f"/sync/{run_id}?{query}{'&' if query else ''}offset="
+    # Every key of the counts, and any other the rows hold, can be filtered on.
+    keys = [k for k in RESULTS if k in run.counts or k in rows_by_result]
+    keys += sorted({*run.counts, *rows_by_result} - {*keys})
+    if action and action not in keys and action in field_labels.ACTION_LABELS:
+        keys.append(action)  # an action of its own ("correlate"), from a link
     return render(
         request,
         state,
         browser,
         "run.html",
         run=run,
+        tz=tz,
         outcomes=outcomes,
         total=total,
         names=names,
         action=action,
         outcome=outcome,
         held_only=held_only,
+        results=keys,
+        rows_by_result=rows_by_result,
+        no_rows_kept=NO_ROWS_KEPT,
         next_url=f"{base}{offset + PAGE}" if offset + PAGE < total else None,
         prev_url=f"{base}{max(offset - PAGE, 0)}" if offset else None,
     )
@@ -353,9 +423,13 @@ def run_page(
 
 @router.get("/sync/{run_id}/status", response_class=HTMLResponse)
 def run_status(request: Request, state: State, browser: Browser, run_id: str) -> Response:
+    account_id = browser.principal.account()
     with state.uow() as session:
-        run = state.sync.get_run(session, browser.principal.account(), run_id)
-    response = render(request, state, browser, "run_status.html", run=run)
+        run = state.sync.get_run(session, account_id, run_id)
+        tz = _timezone(session, account_id)
+    response = render(
+        request, state, browser, "run_status.html", run=run, tz=tz, no_rows_kept=NO_ROWS_KEPT
+    )
     if request.headers.get("HX-Request") and run.status not in ("queued", "running"):
         # Finished while the page watched: reload it whole (outcomes, approval controls).
         response.headers["HX-Refresh"] = "true"
@@ -422,7 +496,7 @@ def _cell(value: object) -> str:
 @router.post("/sync/{run_id}/{decision}")
 def decide(request: Request, state: State, browser: Writer, run_id: str, decision: str) -> Response:
     if decision not in ("approve", "reject"):
-        raise NotFound("page not found")
+        raise NotFound(_("page not found"))
     account_id = require_writer(browser)
     try:
         new_id = state.sync.decide_held(
@@ -463,9 +537,10 @@ def operator_toggle(
         )
         name = account.name
     state.sync.changed()
-    verb = "on" if enabled else "off"
+    if enabled:
+        flash = _("User synchronization switched on for {name}.", name=name)
+    else:
+        flash = _("User synchronization switched off for {name}.", name=name)
     # The message names the account: the page answers with it instead of a redirect, since a
     # flash in a URL is only ever a code from the fixed catalogue.
-    return _operator_page(
-        request, state, browser, flash=f"User synchronization switched {verb} for {name}."
-    )
+    return _operator_page(request, state, browser, flash=flash)

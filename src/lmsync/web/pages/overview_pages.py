@@ -11,6 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from lmsync import csv_safe
+from lmsync.i18n import _
+from lmsync.storage.tables import Account
 from lmsync.sync import overview, unlinked
 from lmsync.web.deps import MAX_OFFSET, State
 from lmsync.web.pages.common import Browser, render
@@ -20,16 +22,16 @@ PAGE = 100
 
 # The counts the page shows, in order, with the employee list each one links to.
 COUNTS = (
-    ("linked", "Linked", "/employees?lms=linked"),
-    ("to_create", "To create", "/employees?lms=not_linked&status=active"),
-    ("not_linked", "Not linked", "/employees?lms=not_linked"),
-    ("deactivated", "Deactivated", "/employees?lms=deactivated"),
-    ("leaving_soon", "Leaving soon", "/employees?status=leaving"),
-    ("excluded", "Excluded", "/employees?lms=excluded"),
-    ("skipped", "Skipped", "/employees?lms=skipped"),
-    ("conflict", "Conflict", "/employees?lms=conflict"),
-    ("error", "Error", "/employees?lms=error"),
-    ("held", "Held: awaiting approval", "/employees?lms=held"),
+    ("linked", _("Linked"), "/employees?lms=linked"),
+    ("to_create", _("To create"), "/employees?lms=not_linked&status=active"),
+    ("not_linked", _("Not linked"), "/employees?lms=not_linked"),
+    ("deactivated", _("Deactivated"), "/employees?lms=deactivated"),
+    ("leaving_soon", _("Leaving soon"), "/employees?status=leaving"),
+    ("excluded", _("Excluded"), "/employees?lms=excluded"),
+    ("skipped", _("Skipped"), "/employees?lms=skipped"),
+    ("conflict", _("Conflict"), "/employees?lms=conflict"),
+    ("error", _("Error"), "/employees?lms=error"),
+    ("held", _("Held: awaiting approval"), "/employees?lms=held"),
 )
 
 
@@ -39,12 +41,14 @@ def overview_page(request: Request, state: State, browser: Browser) -> Response:
     down_after = timedelta(minutes=state.settings.alert_lms_down_minutes)
     with state.uow() as session:
         seen = overview.overview(session, account_id, state.sync.engine.clock(), down_after)
+        tz = session.get_one(Account, account_id).timezone
     return render(
         request,
         state,
         browser,
         "overview.html",
         seen=seen,
+        tz=tz,
         count_links=COUNTS,
         down_minutes=state.settings.alert_lms_down_minutes,
     )

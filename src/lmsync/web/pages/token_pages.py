@@ -11,8 +11,9 @@ from lmsync.domain.errors import FieldError, ValidationFailed
 from lmsync.hr import accounts
 from lmsync.hr.accounts import TokenLifetime
 from lmsync.hr.sessions import BrowserSession
+from lmsync.i18n import _
 from lmsync.settings import Settings
-from lmsync.storage.tables import User
+from lmsync.storage.tables import Account, User
 from lmsync.web import api_tokens
 from lmsync.web.deps import AppState, State
 from lmsync.web.pages.common import (
@@ -46,6 +47,8 @@ def _tokens_page(
     offset = max(offset, 0)
     with state.uow() as session:
         tokens, total = accounts.list_tokens(session, browser.principal, limit=PAGE, offset=offset)
+        account = session.get(Account, browser.principal.account_id or "")
+        tz = account.timezone if account is not None else "UTC"  # an operator has no account
     response = render(
         request,
         state,
@@ -53,6 +56,7 @@ def _tokens_page(
         "tokens.html",
         status_code=status_code,
         tokens=tokens,
+        tz=tz,
         values=values or {"name": "", "days": str(state.settings.token_default_days)},
         errors=errors or {},
         new_token=new_token,
@@ -77,7 +81,7 @@ def create_token(request: Request, state: State, browser: Writer, form: FormData
     values = {"name": form.get("name", "").strip(), "days": form.get("days", "").strip()}
     try:
         if not values["days"].isdigit():
-            raise ValidationFailed([FieldError("days", "a whole number of days, such as 90")])
+            raise ValidationFailed([FieldError("days", _("a whole number of days, such as 90"))])
         with state.uow() as session:
             issued = accounts.create_token(
                 session,
@@ -99,22 +103,33 @@ def revoke_page(request: Request, state: State, browser: Browser, token_id: str)
     require_writer(browser)
     with state.uow() as session:
         token = accounts.get_token(session, browser.principal, token_id)
-    label = f"“{token.name}” " if token.name else ""
+    if token.name:
+        question = _(
+            "Revoke the token “{name}” ({prefix}…) of {owner}? Every program using it is refused "
+            "from now on. This cannot be undone.",
+            name=token.name,
+            prefix=token.prefix,
+            owner=token.owner_email,
+        )
+    else:
+        question = _(
+            "Revoke the token ({prefix}…) of {owner}? Every program using it is refused from now "
+            "on. This cannot be undone.",
+            prefix=token.prefix,
+            owner=token.owner_email,
+        )
     return render(
         request,
         state,
         browser,
         "confirm.html",
-        title="Revoke an API token",
-        question=(
-            f"Revoke the token {label}({token.prefix}…) of {token.owner_email}? Every program "
-            "using it is refused from now on. This cannot be undone."
-        ),
+        title=_("Revoke an API token"),
+        question=question,
         fields=[],
         values={},
         errors={},
         action=f"/tokens/{token_id}/revoke",
-        confirm_label="Yes, revoke",
+        confirm_label=_("Yes, revoke"),
         danger=True,
         cancel_url="/tokens",
     )
