@@ -13,8 +13,11 @@ from tests.browser.conftest import PASSWORD, Site, shot
 
 PHONE: ViewportSize = {"width": 390, "height": 844}
 # Words an English page shows and a French one never should.
-ENGLISH_ONLY = {"the", "and", "Save", "Employees", "Settings", "Search", "History"}
-ENGLISH_PHRASES = ("Sign out",)
+ENGLISH_ONLY = {
+    "the", "and", "with", "from", "your", "this", "when", "will", "never", "Save", "Cancel",
+    "Next", "Back", "Employees", "Employee", "Settings", "Search", "History", "Hire", "Terminate",
+}  # fmt: skip
+ENGLISH_PHRASES = ("Sign out", "LMS user", "Work email", "Last sync")
 LONG_EMAIL = "marie-josee.lefebvre-tremblay.ressources-humaines@very-long-subdomain.example.com"
 
 
@@ -197,3 +200,23 @@ def test_a_flash_message_is_shown_once(page: Page, site: Site) -> None:
     page.reload()
     expect(page.locator(".flash")).to_have_count(0)
     expect(page.locator("#lms-state")).to_have_text("excluded")
+
+
+def test_the_employee_file_in_french_on_a_desktop(browser: Browser, site: Site) -> None:
+    """The Security and Access tab of a linked employee, read in French (the README's shot)."""
+    ids = _seed(site)
+    site.activate()
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, base_url=site.url, locale="fr-CA"
+    )
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        _sign_in(page)
+        page.goto(f"/employees/{ids['active']}?tab=security")
+        expect(page.locator('[aria-current="page"]', has_text="Sécurité et accès")).to_be_visible()
+        expect(page.locator("#lms-state")).to_have_text("associé")
+        expect(page.get_by_text("Cochez cette case pour exclure cet employé")).to_be_visible()
+        shot(page, "employee-file-security-fr")
+    finally:
+        context.close()

@@ -27,7 +27,7 @@ PO = ROOT / "src" / "lmsync" / "locale" / "fr_CA" / "LC_MESSAGES" / "messages.po
 
 # Words a French page shows as they are: names of products and standards, codes, symbols.
 SAME_IN_FRENCH = {
-    "lmsync", "LMS", "SCIM", "Moodle", "API", "URL", "ID", "HTTP", "HTTPS", "SSO", "CSV", "JSON",
+    "lmsync", "SCIM", "Moodle", "API", "URL", "ID", "HTTP", "HTTPS", "SSO", "CSV", "JSON",
     "OK", "E.164", "ISO", "MHR", "UTC", "Bulk", "Email", "HR", "N/A",
 }  # fmt: skip
 # Attributes whose values a reader sees or hears.
