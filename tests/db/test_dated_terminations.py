@@ -288,7 +288,8 @@ def test_a_new_time_zone_moves_the_scheduled_terminations(dated: Dated) -> None:
     dated.terminate(dismissed, TODAY, effective_immediately=True)
     operator = Principal(user_id="op", email="op@x", is_operator=True, account_id=None, role=None)
     with transaction(dated.sessions) as s:
-        update_account(s, operator, dated.account_id, AccountPatchIn(timezone="America/Vancouver"))
+        patch = AccountPatchIn(timezone="America/Vancouver")
+        update_account(s, operator, dated.account_id, patch, now=dated.clock.now)
     moved = dated.employee(employee_id)
     assert moved.access_ends_at == datetime(2026, 12, 3, 8, 0, tzinfo=UTC)  # PST, UTC-8
     assert dated.employee(dismissed).access_ends_at == START  # a dismissal does not move

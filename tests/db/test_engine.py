@@ -83,6 +83,7 @@ class Setup:
                     "hire_date": "2024-01-01",
                     **extra,
                 },
+                now=self.engine.clock(),  # due as of the engine's clock (a test may drive it)
             )
             return employee.id
 

@@ -49,10 +49,15 @@ def list_accounts(session: Session, *, limit: int, offset: int) -> tuple[list[Ac
 
 
 def update_account(
-    session: Session, principal: Principal, account_id: str, patch: AccountPatchIn
+    session: Session,
+    principal: Principal,
+    account_id: str,
+    patch: AccountPatchIn,
+    now: datetime | None = None,
 ) -> Account:
     """Change an account: the platform operator's job (the seed's "contact a product expert")."""
     principal.require_operator()
+    now = now or utcnow()
     fields = patch.model_dump(exclude_unset=True)
     account = get_account(session, account_id)
     timezone, was_enabled = account.timezone, account.user_sync_enabled
@@ -61,11 +66,10 @@ def update_account(
             raise ValidationFailed([FieldError(name, _("must not be null"))])
         setattr(account, name, value)
     if account.timezone != timezone:
-        reschedule_for_timezone(session, account, utcnow())
+        reschedule_for_timezone(session, account, now)
     if account.user_sync_enabled and not was_enabled:
         # Switching synchronization on makes every employee of the account due at once (one due
         # later, at a scheduled termination, is brought forward: it may have been edited).
-        now = utcnow()
         session.execute(
             update(Employee)
             .where(

@@ -116,12 +116,16 @@ def validate_new(session: Session, account: Account, raw: Mapping[str, Any]) -> 
 
 
 def hire(
-    session: Session, principal: Principal | None, account_id: str, raw: Mapping[str, Any]
+    session: Session,
+    principal: Principal | None,
+    account_id: str,
+    raw: Mapping[str, Any],
+    now: datetime | None = None,
 ) -> Employee:
     """Create an employee (active). Due for the LMS unless excluded."""
     account = _account(session, account_id)
     data = validate_new(session, account, raw)
-    now = utcnow()
+    now = now or utcnow()
     employee = Employee(
         account_id=account.id,
         created_at=now,
@@ -152,6 +156,7 @@ def update(
     account_id: str,
     employee_id: str,
     patch: Mapping[str, Any],
+    now: datetime | None = None,
 ) -> tuple[Employee, set[str]]:
     """Apply the fields present in ``patch``; returns the employee and the names that changed."""
     employee = get_employee(session, account_id, employee_id)
@@ -177,7 +182,7 @@ def update(
     old_email_key = employee.work_email_key
     for name in changed:
         setattr(employee, name, getattr(data, name))
-    now = utcnow()
+    now = now or utcnow()
     employee.updated_at = now
     if changed & LMS_RELEVANT_FIELDS or "work_email_key" in changed:
         employee.lms_due_at = now

@@ -26,7 +26,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("accounts") as batch:
-        batch.drop_column("ui_language")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("ui_language")
+    # A plain DROP COLUMN (SQLite 3.35+), not a batch: on SQLite a batch copies the table and
+    # drops the old one, and dropping ``accounts`` would cascade to every employee.
+    op.drop_column("accounts", "ui_language")
+    op.drop_column("users", "ui_language")
