@@ -1,5 +1,5 @@
 """The Moodle connector end to end: lmsync's API and worker against a real Moodle 5.0 (the peer of
-``tests.moodle_peer``), every rule of DESIGN §2, and what a real Moodle does to batches."""
+``tests.moodle_peer``), every rule of docs/rules.md, and what a real Moodle does to batches."""
 
 from __future__ import annotations
 

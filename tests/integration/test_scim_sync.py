@@ -1,4 +1,4 @@
-"""DESIGN §2 end to end: the API, the engine, the worker and a real scim2-server process."""
+"""docs/rules.md end to end: the API, the engine, the worker and a real scim2-server process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Switches that catch up (DESIGN §2, issue 10), against a real scim2-server process and the
+"""Switches that catch up (docs/rules.md, issue 10), against a real scim2-server process and the
 in-process worker: for each switch, off → a change → the LMS does not follow → on → the LMS
 matches within 2 s, without a manual sync. And a switch saved off says how many employees it
 holds back (API, page, CLI)."""

@@ -1,4 +1,4 @@
-"""Unit tests of lmsync.sync.rules: one test per row of DESIGN §2, the scope switches, and
+"""Unit tests of lmsync.sync.rules: one test per row of docs/rules.md, the scope switches, and
 property tests (excluded never written, terminated never created, convergence, one link per LMS
 user across an account)."""
 
@@ -102,7 +102,7 @@ def remote(
     )
 
 
-# --- DESIGN §2, one test per row ---------------------------------------------------------------
+# --- docs/rules.md, one test per row -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("active", [True, False], ids=["active", "terminated"])
@@ -703,7 +703,7 @@ def test_property_convergence_one_pass_then_nothing_to_do(
 def assert_end_state(
     emp: EmployeeView, world: World, scope: Scope, before: dict[str, RemoteUser], *, full: bool
 ) -> None:
-    """The converged state is the one DESIGN §2 wants, and the switches froze what they guard."""
+    """The converged state is the one docs/rules.md wants; the switches froze what they guard."""
     in_scope = scope.user_sync_enabled and scope.interface_active and not emp.excluded
     if not in_scope or (not emp.active and not scope.deactivate_terminated):
         assert world.lms == before

@@ -75,7 +75,8 @@ COMPUTED_FIELDS: frozenset[str] = frozenset(
 # terminate (and its change or cancellation) and rehire.
 EDITABLE_FIELDS: tuple[str, ...] = tuple(f for f in EMPLOYEE_FIELDS if f not in COMPUTED_FIELDS)
 
-# Changes to these mark the employee as due for the LMS (DESIGN §3 plus the exclusion switch).
+# Changes to these mark the employee as due for the LMS (docs/field-mapping.md, and the
+# exclusion switch).
 LMS_RELEVANT_FIELDS: frozenset[str] = frozenset(EDITABLE_FIELDS) - {"employee_number", "hire_date"}
 
 _TEXT_LIMITS: dict[str, int] = {

@@ -2,7 +2,8 @@
 or cancelled), rehire; one transaction each.
 
 Every change that matters to the LMS sets ``lms_due_at`` in the same transaction, so the sync
-engine can never miss it (DESIGN §2: level-triggered, the change only marks the employee as due).
+engine can never miss it (docs/rules.md: level-triggered, the change only marks the employee
+as due).
 """
 
 from __future__ import annotations

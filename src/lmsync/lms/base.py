@@ -1,7 +1,7 @@
 """The connector interface every LMS protocol implements, and its few typed errors.
 
 HTTP statuses and protocol quirks are turned into these errors at the connector's edge; nothing
-deeper knows about HTTP (DESIGN §4–5).
+deeper knows about HTTP (docs/architecture.md).
 """
 
 from __future__ import annotations

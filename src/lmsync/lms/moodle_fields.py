@@ -1,4 +1,4 @@
-"""How lmsync's neutral fields (DESIGN §3) map onto a Moodle user, as pure functions.
+"""How lmsync's neutral fields (docs/field-mapping.md) map onto a Moodle user, as pure functions.
 
 Moodle keeps no lmsync identifier, stores a language only when its pack is installed, and keeps
 province, postal code, notifications and the create-only values in custom profile fields whose

@@ -1,5 +1,5 @@
 """What the interface's three switches hold back: counted when one is saved off, made due at once
-when one is turned back on (DESIGN §2: "a switch turned back on makes what it held back due at
+when one is turned back on (docs/rules.md: "a switch turned back on makes what it held back due at
 once, not at the next hourly pass").
 
 Definitions, as of ``now``. A switch holds nothing back while the account's user synchronization

@@ -1,4 +1,5 @@
-"""DESIGN §3: the LMS fields of an employee, in LMS-neutral names; each connector maps them."""
+"""The LMS fields of an employee, in LMS-neutral names; each connector maps them (see
+docs/field-mapping.md)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def desired_fields(
         "email": employee.work_email,
         "company_name": employee.company_name or account.company_name,
         "job_title": employee.job_title,
-        # E.164 where the number parsed, else as entered (DESIGN §3).
+        # E.164 where the number parsed, else as entered (docs/field-mapping.md).
         "home_phone": employee.home_phone_e164 or employee.home_phone,
         "cell_phone": employee.cell_phone_e164 or employee.cell_phone,
         "address": employee.address,

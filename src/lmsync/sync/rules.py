@@ -1,4 +1,4 @@
-"""The rules of DESIGN §2 as a pure function: (employee, link, scope, correlation) → one action.
+"""The rules of docs/rules.md as a pure function: (employee, link, scope, correlation) → one action.
 
 No I/O. The engine gathers the inputs, asks ``decide`` (twice for an unlinked employee: once to
 learn that a correlation by email is needed, once with its result) and carries the action out.
@@ -65,7 +65,7 @@ class EmployeeView:
     excluded: bool
     email_key: str | None  # trimmed, case-folded work email
     email_shared: bool  # another employee of the account has the same work email
-    desired: FieldValues  # the maintained LMS fields (DESIGN §3), LMS-neutral names
+    desired: FieldValues  # the maintained LMS fields (docs/field-mapping.md), LMS-neutral names
 
 
 @dataclass(frozen=True)

@@ -399,8 +399,8 @@ class SyncService:
         return self.engine.run(account_id, options)
 
     def create_only_preview(self, account_id: str) -> dict[str, Any]:
-        """The create-only values every LMS user created now gets (DESIGN §3), as the plan and
-        the run's history show them."""
+        """The create-only values every LMS user created now gets (docs/field-mapping.md), as the
+        plan and the run's history show them."""
         with self.sessions() as session:
             account = session.get_one(Account, account_id)
             return shown(create_only_fields(account, self.engine.clock()))
