@@ -31,22 +31,11 @@ from lmsync.domain.errors import (
 from lmsync.domain.validation import field_errors
 from lmsync.i18n import _
 from lmsync.web import api_docs
-from lmsync.web.schemas import field_message
+from lmsync.web.schemas import FieldMessageOut
 from lmsync.web.security_headers import add_security_headers
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("lmsync.web")
-
-
-class FieldMessage(BaseModel):
-    field: str = Field(
-        description='The field\'s JSON name ("a.b" when nested); "" for the whole input.'
-    )
-    code: str = Field(
-        description="The message in English, without its values (limits, names): stable, for "
-        'programs (e.g. "must be at most {max_length} characters").'
-    )
-    message: str = Field(description="What is wrong, in the request's language.")
 
 
 class Problem(BaseModel):
@@ -56,7 +45,7 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str | None = None
-    errors: list[FieldMessage] = []
+    errors: list[FieldMessageOut] = []
 
 
 class FindingMessage(BaseModel):
@@ -148,7 +137,7 @@ def problem(
         title=i18n.text(_TITLES.get(status, _("Error"))),
         status=status,
         detail=None if detail is None else i18n.text(detail),
-        errors=[FieldMessage(**field_message(e)) for e in errors or []],
+        errors=FieldMessageOut.of(errors or []),
     )
     if findings is not None:
         body = LmsCheckProblem(

@@ -127,12 +127,17 @@ class MeOut(BaseModel):
 
 
 class FieldMessageOut(BaseModel):
-    field: str
+    """One field's error, in a problem's ``errors`` and in an import's rejected rows."""
+
+    field: str = Field(
+        description='The field\'s JSON name ("a.b" when nested); "" for the whole input.'
+    )
     code: str = Field(
         default="",
-        description="The message in English, without its values: stable, for programs.",
+        description="The message in English, without its values (limits, names): stable, for "
+        'programs (e.g. "must be at most {max_length} characters").',
     )
-    message: str = Field(description="In the request's language (Accept-Language).")
+    message: str = Field(description="What is wrong, in the request's language.")
 
     @model_validator(mode="after")
     def _code_of_stored_message(self) -> Self:
