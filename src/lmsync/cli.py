@@ -4,10 +4,14 @@ the lifecycle: terminate, change or cancel a termination, rehire) and the demo.
 Commands that use the database say which on stderr ("using database ..."): LMSYNC_DATABASE_URL,
 else the database of a demo running on the data directory (LMSYNC_DATA_DIR, default ./.lmsync),
 else lmsync.sqlite3 in the data directory.
+
+Messages speak the language of the POSIX locale (LC_ALL, LC_MESSAGES, LANG: e.g.
+LANG=fr_CA.UTF-8 for French); the --help texts stay English.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -36,6 +40,7 @@ from lmsync.domain.employees import (
 from lmsync.domain.errors import (
     CheckFinding,
     DomainError,
+    FieldError,
     LmsCheckFailed,
     NotFound,
     ValidationFailed,
@@ -45,6 +50,7 @@ from lmsync.hr import accounts, csv_import, imports
 from lmsync.hr import employees as hr_employees
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.principal import Principal
+from lmsync.i18n import N_, _
 from lmsync.jobs import wiring
 from lmsync.lms.base import Finding
 from lmsync.lms.registry import Connectors
@@ -57,7 +63,11 @@ from lmsync.storage.tables import Account, Employee, Membership, SyncRun
 from lmsync.sync.engine import RunOptions, RunSummary, SyncEngine
 from lmsync.sync.held_back import SWITCH_LABELS
 from lmsync.sync.service import SyncService
+from lmsync.web.pages.field_labels import STATUS_LABELS
 
+# The --help texts stay English: Typer builds them when this module is imported, before any
+# command knows the reader's language. What a command says is marked with ``_`` and printed with
+# ``_say`` (or ``i18n.text``) in the locale's language (``_in_the_locale_language``).
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
 account_app = typer.Typer(no_args_is_help=True, help="Accounts (companies).")
@@ -82,9 +92,29 @@ EXIT_FILE_MISSING = 4  # employees import: the file does not exist or cannot be 
 EXIT_BAD_FILE = 5  # employees import: the file refused as a whole (bad header...), nothing written
 
 
-def _fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+@app.callback()
+def _in_the_locale_language(ctx: typer.Context) -> None:
+    # Runs before every command: its messages speak the POSIX locale's language (LC_ALL,
+    # LC_MESSAGES, LANG, LANGUAGE), until the command ends (the context then closes, and the
+    # language before it is back: several commands can run in one process, as in the tests).
+    # No docstring: the app's help stays the module's.
+    ctx.with_resource(i18n.using(i18n.from_environment(os.environ)))
+
+
+def _say(message: Any, *, err: bool = False) -> None:
+    """Print a message (a Msg, or text) in the command's language."""
+    typer.echo(i18n.text(message), err=err)
+
+
+def _fail(message: Any, code: int = EXIT_ERROR) -> typer.Exit:
+    """Say ``message`` (a Msg, or text such as an OS error) as an error; the exit to raise."""
+    _say(_("error: {message}", message=message), err=True)
     return typer.Exit(code)
+
+
+def _say_field_errors(errors: Sequence[FieldError]) -> None:
+    for error in errors:
+        _say(_("error: {field}: {message}", field=error.field, message=error.message), err=True)
 
 
 def _shown(url: str) -> str:
@@ -103,25 +133,36 @@ def _database_url(settings: Settings, *, follow_demo: bool = True) -> str:
     directory's lmsync.sqlite3.
     """
     if settings.database_url:
-        url, note = settings.database_url, ""
+        url = settings.database_url
+        said = _("using database {url}", url=_shown(url))
     else:
         demo = running_demo(settings.data_dir)
         if demo is not None and follow_demo:
             url = demo.database_url
-            note = " (the running demo's: a new lmsync demo starts it afresh)"
+            said = _(
+                "using database {url} (the running demo's: a new lmsync demo starts it afresh)",
+                url=_shown(url),
+            )
         else:
-            url, note = settings.resolved_database_url(), ""
+            url = settings.resolved_database_url()
+            said = _("using database {url}", url=_shown(url))
             if demo is not None:
-                note = f" (a demo is running on {demo.database_url})"
+                said = _(
+                    "using database {url} (a demo is running on {demo_url})",
+                    url=_shown(url),
+                    demo_url=demo.database_url,
+                )
             elif (
                 demo_database(settings.data_dir).exists()
                 and not (settings.data_dir / DEFAULT_DATABASE_FILE).exists()
             ):
-                note = (
-                    f" (not the demo's, which is not running; to use it: "
-                    f"LMSYNC_DATABASE_URL=sqlite:///{demo_database(settings.data_dir)})"
+                said = _(
+                    "using database {url} (not the demo's, which is not running; to use it: "
+                    "LMSYNC_DATABASE_URL=sqlite:///{demo_path})",
+                    url=_shown(url),
+                    demo_path=str(demo_database(settings.data_dir)),
                 )
-    typer.echo(f"using database {_shown(url)}{note}", err=True)
+    _say(said, err=True)
     return url
 
 
@@ -143,8 +184,7 @@ def _database() -> Iterator[sessionmaker[Session]]:
         wiring.install(sessions, wiring.deferrer_for(settings))  # HR changes defer their jobs
         yield sessions
     except ValidationFailed as exc:
-        for error in exc.errors:
-            typer.echo(f"error: {error.field}: {error.message}", err=True)
+        _say_field_errors(exc.errors)
         raise typer.Exit(1) from exc
     except DomainError as exc:
         raise _fail(exc.message) from exc
@@ -165,7 +205,7 @@ def db_upgrade() -> None:
     engine = make_engine(_settings().resolved_database_url())
     migrate.upgrade(engine)
     engine.dispose()
-    typer.echo("database is up to date")
+    _say(_("database is up to date"))
 
 
 @app.command()
@@ -190,7 +230,7 @@ def serve(
     settings = _settings(follow_demo=False)
     configure(settings.log_level, json=settings.log_json)
     if not worker and wiring.deferrer_for(settings) is None:
-        raise _fail("--no-worker needs the PostgreSQL job queue (a PostgreSQL database)")
+        raise _fail(_("--no-worker needs the PostgreSQL job queue (a PostgreSQL database)"))
     app_ = create_app(settings, upgrade_schema=True, run_worker=worker)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
@@ -230,14 +270,21 @@ def worker_command(
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     if deferrer is None:
-        raise _fail("lmsync worker needs a PostgreSQL LMSYNC_DATABASE_URL (the job queue)")
+        raise _fail(_("lmsync worker needs a PostgreSQL LMSYNC_DATABASE_URL (the job queue)"))
     if metrics_port is not None:
         import prometheus_client
 
         try:  # a daemon thread; the default registry: this process's counters
             prometheus_client.start_http_server(metrics_port, addr=metrics_host)
         except OSError as exc:
-            raise _fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
+            raise _fail(
+                _(
+                    "cannot serve metrics on {host}:{port}: {error}",
+                    host=metrics_host,
+                    port=metrics_port,
+                    error=str(exc),
+                )
+            ) from exc
     url = settings.resolved_database_url()
     engine = make_engine(url)
     migrate.upgrade(engine)
@@ -270,12 +317,10 @@ def account_create(
     timezone: Annotated[str, typer.Option(help="IANA time zone.")] = "UTC",
 ) -> None:
     """Create an account; prints its id."""
-    try:
-        data = AccountCreateIn(
-            name=name, company_name=company, default_language=language, timezone=timezone
-        )
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
+    data = _model(
+        AccountCreateIn,
+        {"name": name, "company_name": company, "default_language": language, "timezone": timezone},
+    )
     with _session() as session:
         account = accounts.create_account(session, data)
         typer.echo(account.id)
@@ -286,7 +331,7 @@ def account_enable_sync(account: Annotated[str, typer.Argument(help="Account id.
     """Switch user synchronization on for an account (the platform operator's switch)."""
     with _session() as session:
         accounts.update_account(session, OPERATOR, account, AccountPatchIn(user_sync_enabled=True))
-        typer.echo(f"user synchronization enabled for {account}")
+        _say(_("user synchronization enabled for {account}", account=account))
 
 
 @account_app.command("list")
@@ -315,10 +360,22 @@ def account_list() -> None:
             .order_by(Account.name, Account.id)
         ).all()
     if not rows:
-        typer.echo("no accounts yet (lmsync account create makes one)", err=True)
+        _say(_("no accounts yet (lmsync account create makes one)"), err=True)
         return
     _print_table(
-        ["ID", "NAME", "COMPANY", "EMPLOYEES", "MEMBERS", "SYNC", "LANGUAGE"],
+        [
+            i18n.text(header)
+            for header in (
+                _("ID"),
+                _("NAME"),
+                _("COMPANY"),
+                _("EMPLOYEES"),
+                _("MEMBERS"),
+                _("SYNC"),
+                _("LANGUAGE"),
+            )
+        ],
+        # The data cells are the stored values, in every language (scripts read them).
         [
             [
                 account.id,
@@ -333,6 +390,12 @@ def account_list() -> None:
         ],
         numeric={3, 4},
     )
+
+
+def _status(code: str) -> str:
+    """A run's or an import's status in the command's language (the code when unknown)."""
+    label = STATUS_LABELS.get(code)
+    return i18n.gettext(label) if label is not None else code
 
 
 def _print_table(header: list[str], rows: list[list[str]], *, numeric: set[int]) -> None:
@@ -363,11 +426,20 @@ def account_language(
     else:
         chosen = i18n.supported(language)
         if chosen is None:
-            raise _fail(f"unknown language {language!r}: use en, fr_CA or default")
+            raise _fail(
+                _("unknown language '{language}': use en, fr_CA or default", language=language)
+            )
     with _session() as session:
         accounts.get_account(session, account).ui_language = chosen
-    shown = chosen or "default (each browser's language)"
-    typer.echo(f"language of account {account}: {shown}")
+    if chosen is None:
+        _say(
+            _(
+                "language of account {account}: default (each browser's language)",
+                account=account,
+            )
+        )
+    else:
+        _say(_("language of account {account}: {language}", account=account, language=chosen))
 
 
 @user_app.command("create")
@@ -386,7 +458,7 @@ def user_create(
     email's name. Without --password-stdin the login has no password (it cannot sign in to the
     pages; an API token can still act as it)."""
     if role not in ("MHR", "viewer"):
-        raise _fail("role must be MHR or viewer")
+        raise _fail(_("role must be MHR or viewer"))
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     with _session() as session:
         user = accounts.create_user(session, email=email, password=password, is_operator=operator)
@@ -432,7 +504,7 @@ def token_revoke() -> None:
     token = sys.stdin.readline().strip()
     with _session() as session:
         accounts.revoke_token(session, token)
-    typer.echo("token revoked")
+    _say(_("token revoked"))
 
 
 @employees_app.command("import")
@@ -455,13 +527,16 @@ def employees_import(
     try:
         content = file.read_bytes()
     except FileNotFoundError as exc:
-        raise _fail(f"no such file: {file}", EXIT_FILE_MISSING) from exc
+        raise _fail(_("no such file: {file}", file=str(file)), EXIT_FILE_MISSING) from exc
     except OSError as exc:
-        raise _fail(f"cannot read {file}: {exc.strerror or exc}", EXIT_FILE_MISSING) from exc
+        raise _fail(
+            _("cannot read {file}: {error}", file=str(file), error=str(exc.strerror or exc)),
+            EXIT_FILE_MISSING,
+        ) from exc
     if dry_run:
         with _session() as session, _file_refused():
             report = csv_import.import_employees(session, None, account, content, dry_run=True)
-        _print_report("would import", len(report.imported), report.rejected)
+        _print_report(len(report.imported), report.rejected, dry_run=True)
         if report.rejected:
             raise typer.Exit(EXIT_ROWS_REJECTED)
         return
@@ -471,7 +546,10 @@ def employees_import(
     def on_chunk(chunk: imports.ChunkDone) -> None:
         rejected.extend(chunk.report.rejected)
         if show_progress:
-            typer.echo(f"\r{chunk.done_rows}/{chunk.total_rows} rows", nl=False, err=True)
+            rows = i18n.ngettext(
+                "{done}/{count} row", "{done}/{count} rows", chunk.total_rows
+            ).format(done=chunk.done_rows, count=chunk.total_rows)
+            typer.echo(f"\r{rows}", nl=False, err=True)
 
     try:
         with _database() as sessions, _file_refused():
@@ -479,9 +557,16 @@ def employees_import(
     finally:
         if show_progress:
             typer.echo(err=True)
-    _print_report("imported", row.imported_count, rejected)
+    _print_report(row.imported_count, rejected, dry_run=False)
     if row.status != "succeeded":
-        raise _fail(f"import {row.id} {row.status}: {row.message}")
+        raise _fail(
+            _(
+                "import {id} {status}: {message}",
+                id=row.id,
+                status=_status(row.status),
+                message=row.message,
+            )
+        )
     if rejected:
         raise typer.Exit(EXIT_ROWS_REJECTED)
 
@@ -495,15 +580,33 @@ def _file_refused() -> Iterator[None]:
         if not exc.errors or any(error.field != "file" for error in exc.errors):
             raise
         for error in exc.errors:
-            typer.echo(f"error: {error.message}; nothing imported", err=True)
+            _say(_("error: {message}; nothing imported", message=error.message), err=True)
         raise typer.Exit(EXIT_BAD_FILE) from exc
 
 
-def _print_report(verb: str, imported: int, rejected: list[csv_import.RejectedRow]) -> None:
-    typer.echo(f"{verb} {imported} employees; rejected {len(rejected)}")
+def _print_report(imported: int, rejected: list[csv_import.RejectedRow], *, dry_run: bool) -> None:
+    if dry_run:
+        said = i18n.ngettext(
+            "would import {count} employee; rejected {rejected}",
+            "would import {count} employees; rejected {rejected}",
+            imported,
+        )
+    else:
+        said = i18n.ngettext(
+            "imported {count} employee; rejected {rejected}",
+            "imported {count} employees; rejected {rejected}",
+            imported,
+        )
+    typer.echo(said.format(count=imported, rejected=len(rejected)))
     for row in rejected:
         for error in row.errors:
-            typer.echo(f"  line {row.line}: {error.field}: {error.message}")
+            said = _(
+                "line {line}: {field}: {message}",
+                line=row.line,
+                field=error.field,
+                message=error.message,
+            )
+            typer.echo(f"  {i18n.text(said)}")
 
 
 EmployeeRef = Annotated[str, typer.Argument(help="The employee's number (or id).")]
@@ -518,7 +621,7 @@ def _employee_id(session: Session, account: str, ref: str) -> str:
         )
     )
     if found is None:
-        raise NotFound(f"no employee {ref!r} in this account")
+        raise NotFound(_("no employee '{ref}' in this account", ref=ref))
     return found
 
 
@@ -533,12 +636,17 @@ def _lifecycle(step: Callable[..., Employee], account: str, employee: str, data:
 def _say_employment(employee: Employee) -> None:
     if employee.leaving_on is not None:
         assert employee.access_ends_at is not None
-        typer.echo(
-            f"{employee.employee_number}: active, leaving on {employee.leaving_on} (access ends "
-            f"{employee.access_ends_at:%Y-%m-%d %H:%M} UTC)"
+        said = _(
+            "{number}: active, leaving on {day} (access ends {ends} UTC)",
+            number=employee.employee_number,
+            day=employee.leaving_on.isoformat(),
+            ends=f"{employee.access_ends_at:%Y-%m-%d %H:%M}",
         )
+    elif employee.status == "active":
+        said = _("{number}: active", number=employee.employee_number)
     else:
-        typer.echo(f"{employee.employee_number}: {employee.status}")
+        said = _("{number}: terminated", number=employee.employee_number)
+    _say(said)
 
 
 @employees_app.command("terminate")
@@ -611,8 +719,7 @@ def _model(model: type[Model], raw: dict[str, Any]) -> Model:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        for error in pydantic_field_errors(exc):
-            typer.echo(f"error: {error.field}: {error.message}", err=True)
+        _say_field_errors(pydantic_field_errors(exc))
         raise typer.Exit(1) from exc
 
 
@@ -722,45 +829,59 @@ def lms_configure(
             }
         )
     except ValidationError as exc:
-        for error in csv_import.pydantic_field_errors(exc):
-            typer.echo(f"error: {error.field}: {error.message}", err=True)
+        _say_field_errors(csv_import.pydantic_field_errors(exc))
         raise typer.Exit(1) from exc
     service, engine = _sync_service()
     try:
         saved = service.save_interface(account, data)
     except ValidationFailed as exc:
         if not secret_stdin and any(e.field == "secret" for e in exc.errors):
-            typer.echo("hint: give the secret again with --secret-stdin", err=True)
-        for error in exc.errors:
-            typer.echo(f"error: {error.field}: {error.message}", err=True)
+            _say(_("hint: give the secret again with --secret-stdin"), err=True)
+        _say_field_errors(exc.errors)
         raise typer.Exit(1) from exc
     except DomainError as exc:
         raise _fail(exc.message) from exc
     finally:
         service.close()
         engine.dispose()
-    typer.echo("LMS interface saved; connection test:")
+    _say(_("LMS interface saved; connection test:"))
     _print_findings(saved.connection_test.findings)
     for name, count in saved.caught_up.items():
-        typer.echo(f'"{SWITCH_LABELS[name]}" is on again: {_employees(count)} it held back due now')
+        said = i18n.ngettext(
+            '"{switch}" is on again: {count} employee it held back due now',
+            '"{switch}" is on again: {count} employees it held back due now',
+            count,
+        )
+        typer.echo(said.format(switch=i18n.gettext(SWITCH_LABELS[name]), count=count))
     for name, count in saved.held_back.items():
-        typer.echo(f'"{SWITCH_LABELS[name]}" is off: it holds back {_employees(count)}')
+        said = i18n.ngettext(
+            '"{switch}" is off: it holds back {count} employee',
+            '"{switch}" is off: it holds back {count} employees',
+            count,
+        )
+        typer.echo(said.format(switch=i18n.gettext(SWITCH_LABELS[name]), count=count))
     if not saved.connection_test.ok:
         # Exit 0: the save was kept (activation refuses on its own until the test passes).
-        typer.echo(
-            "warning: the LMS failed its connection test; the settings are saved, but "
-            "activation is refused until `lmsync lms test` reports no error",
+        _say(
+            _(
+                "warning: the LMS failed its connection test; the settings are saved, but "
+                "activation is refused until `lmsync lms test` reports no error"
+            ),
             err=True,
         )
 
 
-def _employees(count: int) -> str:
-    return f"{count} employee{'' if count == 1 else 's'}"
+# A connection test's finding levels, as the pages say them (test_result.html).
+LEVEL_LABELS = {"ok": N_("ok"), "warning": N_("warning"), "error": N_("error")}
 
 
 def _print_findings(findings: Sequence[CheckFinding | Finding], *, err: bool = False) -> None:
+    """One line a finding: its level (aligned on the longest in the language), its message."""
+    levels = {code: i18n.gettext(label) for code, label in LEVEL_LABELS.items()}
+    width = max(len(level) for level in levels.values())
     for finding in findings:
-        typer.echo(f"  [{finding.level:>7}] {finding.message}", err=err)
+        level = levels.get(finding.level, finding.level)
+        typer.echo(f"  [{level:>{width}}] {i18n.text(finding.message)}", err=err)
 
 
 @lms_app.command("test")
@@ -812,11 +933,14 @@ def sync(
     finally:
         service.close()
         engine.dispose()
-    verb = "planned" if dry_run else "done"
-    typer.echo(f"\nrun {summary.run_id}: {summary.status}")
+    verb = i18n.text(_("planned") if dry_run else _("done"))
+    typer.echo()
+    _say(_("run {id}: {status}", id=summary.run_id, status=_status(summary.status)))
     if summary.message:
-        typer.echo(f"  {summary.message}")
-    typer.echo(f"  {'action':<12} {verb:>7}")
+        typer.echo(f"  {i18n.text(summary.message)}")
+    # The actions are the run's codes (as its counts are stored), in every language.
+    header = i18n.text(_("action"))
+    typer.echo(f"  {header:<12} {verb:>7}")
     for action, count in sorted(summary.counts.items()):
         typer.echo(f"  {action:<12} {count:>7}")
     if summary.status in ("failed", "held", "partial", "interrupted"):
@@ -834,7 +958,7 @@ def _run_with_progress(service: SyncService, account: str, options: RunOptions) 
 
     worker = threading.Thread(target=target, daemon=True)
     worker.start()
-    with typer.progressbar(length=1, label="syncing", file=sys.stderr) as bar:
+    with typer.progressbar(length=1, label=i18n.text(_("syncing")), file=sys.stderr) as bar:
         shown = 0
         while worker.is_alive():
             worker.join(0.2)

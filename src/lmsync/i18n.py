@@ -141,6 +141,24 @@ def supported(tag: str | None) -> Language | None:
     return None
 
 
+def from_environment(environ: Mapping[str, str]) -> Language:
+    """The language the POSIX locale environment asks for (the command line's).
+
+    The first non-empty of LC_ALL, LC_MESSAGES, LANG ("fr_CA.UTF-8", "fr_FR@euro"...); unset,
+    "C" or "POSIX" is English. As in GNU gettext, LANGUAGE ("fr_CA:fr:en") comes first unless
+    that locale is "C" or "POSIX": its first supported entry wins. Otherwise English.
+    """
+    posix = next((environ[n] for n in ("LC_ALL", "LC_MESSAGES", "LANG") if environ.get(n)), "")
+    posix = posix.split(".")[0].split("@")[0].strip()
+    if posix in ("", "C", "POSIX"):
+        return DEFAULT
+    for entry in environ.get("LANGUAGE", "").split(":"):
+        language = supported(entry.split(".")[0].split("@")[0])
+        if language is not None:
+            return language
+    return supported(posix) or DEFAULT
+
+
 def negotiate(accept_language: str | None) -> Language:
     """The best supported language of an Accept-Language header (RFC 9110 q-values)."""
     best: tuple[float, int, Language] | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from lmsync import i18n
 from lmsync.cli import app
 from lmsync.domain.accounts import AccountCreateIn
 from lmsync.hr import accounts
@@ -27,11 +28,38 @@ from lmsync.storage.tables import Account, Employee
 from lmsync.web.app import create_app
 from tests.api.test_import_api import TEN_ROWS
 
+# The POSIX locale of a command run by ``run`` unless told otherwise: English, whatever the
+# developer's environment says (the CLI speaks the locale's language).
+ENGLISH: dict[str, str | None] = {
+    "LC_ALL": None,
+    "LC_MESSAGES": None,
+    "LANGUAGE": None,
+    "LANG": "C",
+}
+FRENCH: dict[str, str | None] = {**ENGLISH, "LANG": "fr_CA.UTF-8"}
+NBSP = "\u00a0"  # French typography: before ":", inside « »
 
-def run(cli: CliRunner, *args: str, input: str | None = None, code: int = 0) -> str:
+
+@pytest.fixture(autouse=True)
+def _english_locale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands this module invokes directly speak English, as their assertions expect."""
+    for name, value in ENGLISH.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
+def run(
+    cli: CliRunner,
+    *args: str,
+    input: str | None = None,
+    code: int = 0,
+    env: Mapping[str, str | None] | None = None,
+) -> str:
     """A command's output (stdout and stderr), less the "using database" line that every command
-    using the database writes on stderr."""
-    result = cli.invoke(app, list(args), input=input)
+    using the database writes on stderr. In English unless ``env`` sets the locale otherwise."""
+    result = cli.invoke(app, list(args), input=input, env={**ENGLISH, **(env or {})})
     assert result.exit_code == code, (result.output, result.exception)
     # An error is a message and an exit code, never an exception that escaped the command.
     assert result.exception is None or isinstance(result.exception, SystemExit), (
@@ -39,7 +67,8 @@ def run(cli: CliRunner, *args: str, input: str | None = None, code: int = 0) -> 
         result.exc_info,
     )
     lines = result.output.splitlines()
-    return "\n".join(line for line in lines if not line.startswith("using database ")).strip()
+    database = ("using database ", f"base de données utilisée{NBSP}: ")
+    return "\n".join(line for line in lines if not line.startswith(database)).strip()
 
 
 def test_cli_end_to_end(cli: CliRunner, database_url: str, tmp_path: Path) -> None:
@@ -203,15 +232,15 @@ def test_import_exit_codes(cli: CliRunner, database_url: str, tmp_path: Path) ->
         encoding="utf-8",
     )
     dry = run(cli, *imports, str(some_bad), "--account", account, "--dry-run", code=3)
-    assert dry.splitlines()[0] == "would import 1 employees; rejected 1"
+    assert dry.splitlines()[0] == "would import 1 employee; rejected 1"
     done = run(cli, *imports, str(some_bad), "--account", account, code=3)
-    assert done.splitlines()[0] == "imported 1 employees; rejected 1"
+    assert done.splitlines()[0] == "imported 1 employee; rejected 1"
     assert "line 3: home_phone: not a phone number" in done
     assert _employee_count(database_url) == 1
 
     good = tmp_path / "good.csv"
     good.write_text("employee_number,first_name,last_name\nE-3,Cy,Oh\n", encoding="utf-8")
-    assert run(cli, *imports, str(good), "--account", account) == "imported 1 employees; rejected 0"
+    assert run(cli, *imports, str(good), "--account", account) == "imported 1 employee; rejected 0"
     unknown = run(cli, *imports, str(good), "--account", "nope", code=1)
     assert "account not found" in unknown
     usage = run(cli, *imports, str(good), code=2)  # click's usage error: --account missing
@@ -370,3 +399,79 @@ def test_commands_next_to_a_running_demo_use_its_database(
         f"LMSYNC_DATABASE_URL=sqlite:///{demo_db})"
     )
     assert "no accounts yet" in stopped.stderr
+
+
+# -- the POSIX locale's language -----------------------------------------------------------------
+
+
+def test_the_cli_speaks_french_with_a_french_locale(cli: CliRunner, tmp_path: Path) -> None:
+    role = ("user", "create", "--email", "a@b.example", "--role", "boss")
+    refused = run(cli, *role, code=1, env=FRENCH)
+    assert refused == f"erreur{NBSP}: le rôle doit être MHR ou viewer"
+
+    account = run(cli, "account", "create", "--name", "Acme", "--company", "Acme inc.", env=FRENCH)
+    assert len(account) == 36  # machine output: the same in every language
+    missing = tmp_path / "nope.csv"
+    out = run(cli, "employees", "import", str(missing), "--account", account, code=4, env=FRENCH)
+    assert out == f"erreur{NBSP}: fichier introuvable{NBSP}: {missing}"
+    one = tmp_path / "one.csv"
+    one.write_text("employee_number,first_name,last_name\nE-1,Ann,Lee\n", encoding="utf-8")
+    imported = run(cli, "employees", "import", str(one), "--account", account, env=FRENCH)
+    assert imported == f"1 employé importé; rejetés{NBSP}: 0"
+
+    # A domain validation error (a Msg) is said in French too, its field name as it is.
+    zone = run(
+        cli, "account", "create", "--name", "X", "--company", "X", "--timezone", "Nowhere",
+        code=1, env=FRENCH,
+    )  # fmt: skip
+    assert zone.startswith(
+        f"erreur{NBSP}: timezone{NBSP}: fuseau horaire inconnu «{NBSP}Nowhere{NBSP}»; "
+    )
+    assert run(cli, "account", "enable-sync", "nope", code=1, env=FRENCH) == (
+        f"erreur{NBSP}: compte introuvable"
+    )
+
+    # The table's headers are translated, its cells are not.
+    table = run(cli, "account", "list", env=FRENCH).splitlines()
+    assert re.split(r"\s{2,}", table[0]) == [
+        "ID", "NOM", "ENTREPRISE", "EMPLOYÉS", "MEMBRES", "SYNCHRONISATION", "LANGUE",
+    ]  # fmt: skip
+    assert re.split(r"\s{2,}", table[1]) == [
+        account,
+        "Acme",
+        "Acme inc.",
+        "1",
+        "0",
+        "off",
+        "default",
+    ]
+
+
+def test_the_database_line_and_results_follow_the_locale(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["db", "upgrade"], env=FRENCH)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"base de données utilisée{NBSP}: ")
+    assert result.stdout == "la base de données est à jour\n"
+    assert i18n.current() == "en"  # the command's language ended with it
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (FRENCH, f"erreur{NBSP}: le rôle doit être MHR ou viewer"),
+        (
+            {**ENGLISH, "LC_ALL": "fr_CA.UTF-8", "LANG": "en_US.UTF-8"},
+            f"erreur{NBSP}: le rôle doit être MHR ou viewer",
+        ),
+        ({**ENGLISH, "LC_ALL": "C", "LANG": "fr_CA.UTF-8"}, "error: role must be MHR or viewer"),
+        ({**ENGLISH, "LANG": "C"}, "error: role must be MHR or viewer"),
+        ({**ENGLISH, "LANG": "en_US.UTF-8"}, "error: role must be MHR or viewer"),
+        ({**ENGLISH, "LANG": "de_DE.UTF-8"}, "error: role must be MHR or viewer"),
+    ],
+    ids=["LANG=fr_CA", "LC_ALL=fr_CA over LANG=en_US", "LC_ALL=C", "LANG=C", "en_US", "de_DE"],
+)
+def test_the_locale_decides_the_language(
+    cli: CliRunner, env: dict[str, str | None], expected: str
+) -> None:
+    role = ("user", "create", "--email", "a@b.example", "--role", "boss")
+    assert run(cli, *role, code=1, env=env) == expected

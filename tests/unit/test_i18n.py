@@ -48,6 +48,39 @@ def test_language_precedence(
     assert i18n.resolve(user, account, header) == expected
 
 
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "en"),
+        ({"LANG": "fr_CA.UTF-8"}, "fr_CA"),
+        ({"LANG": "fr-CA.UTF-8"}, "fr_CA"),
+        ({"LANG": "fr_FR@euro"}, "fr_CA"),
+        ({"LANG": "fr"}, "fr_CA"),
+        ({"LANG": "en_US.UTF-8"}, "en"),
+        ({"LANG": "de_DE.UTF-8"}, "en"),  # not supported: English
+        ({"LANG": "C"}, "en"),
+        ({"LANG": "C.UTF-8"}, "en"),
+        ({"LANG": "POSIX"}, "en"),
+        ({"LC_ALL": "fr_CA.UTF-8", "LANG": "en_US.UTF-8"}, "fr_CA"),  # LC_ALL first
+        ({"LC_ALL": "C", "LANG": "fr_CA.UTF-8"}, "en"),
+        ({"LC_MESSAGES": "fr_CA.UTF-8", "LANG": "en_US.UTF-8"}, "fr_CA"),  # then LC_MESSAGES
+        ({"LC_ALL": "en_CA.UTF-8", "LC_MESSAGES": "fr_CA.UTF-8"}, "en"),
+        ({"LC_ALL": "", "LC_MESSAGES": "", "LANG": "fr_CA.UTF-8"}, "fr_CA"),  # empty: skipped
+        ({"LANGUAGE": "fr_CA:en", "LANG": "en_US.UTF-8"}, "fr_CA"),  # LANGUAGE before them
+        ({"LANGUAGE": "en:fr", "LC_ALL": "fr_CA.UTF-8"}, "en"),
+        ({"LANGUAGE": "de:fr", "LANG": "en_US.UTF-8"}, "fr_CA"),  # its first supported entry
+        ({"LANGUAGE": "de", "LANG": "fr_CA.UTF-8"}, "fr_CA"),  # none supported: the locale
+        ({"LANGUAGE": "fr_CA", "LANG": "C"}, "en"),  # ignored in the C locale
+        ({"LANGUAGE": "fr_CA"}, "en"),  # ... which an unset locale is
+        ({"LANGUAGE": "", "LANG": "fr_CA.UTF-8"}, "fr_CA"),
+    ],
+)
+def test_the_posix_locale_environment_picks_the_language(
+    environ: dict[str, str], expected: str
+) -> None:
+    assert i18n.from_environment(environ) == expected
+
+
 def test_a_msg_is_english_text_that_remembers_its_template() -> None:
     msg = i18n._("{count} employees", count=3)
     assert msg == "3 employees"
