@@ -35,6 +35,16 @@ POSTGRES_ADMIN_URL = os.environ.get(
 IN_CI = bool(os.environ.get("CI"))
 
 
+@pytest.fixture(autouse=True)
+def _english_locale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts in the POSIX "C" locale, whatever the developer's shell says: the CLI
+    speaks the locale's language, and most tests read its English. A test that wants French
+    sets LANG itself."""
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "C.UTF-8")
+
+
 def _unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"PostgreSQL is required in CI: {reason}", pytrace=False)

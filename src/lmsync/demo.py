@@ -32,6 +32,7 @@ from lmsync.domain.accounts import AccountCreateIn
 from lmsync.domain.employees import RehireIn, TerminateIn
 from lmsync.domain.interface import InterfaceIn
 from lmsync.hr import accounts, employees
+from lmsync.i18n import _
 from lmsync.log_config import configure
 from lmsync.security import SecretBox
 from lmsync.settings import Settings
@@ -164,7 +165,7 @@ def _readable_password() -> str:
     """A random password that is easy to read and type: four groups of four letters and digits
     (about 79 bits; no 0/o, 1/l/i to mix up)."""
     alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
-    return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4))
+    return "-".join("".join(secrets.choice(alphabet) for _char in range(4)) for _part in range(4))
 
 
 def _seed(session: Session, password: str, lifetime: accounts.TokenLifetime) -> tuple[str, str]:
@@ -276,7 +277,7 @@ def _listen(port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as exc:
         sock.close()
-        raise _port_refused(port, "its pages and API", "--port", exc) from exc
+        raise _port_refused(port, _("its pages and API"), "--port", exc) from exc
     return sock
 
 
@@ -287,16 +288,27 @@ def _check_free(port: int) -> None:
         try:
             sock.bind((HOST, port))
         except OSError as exc:
-            raise _port_refused(port, "its embedded LMS", "--lms-port", exc) from exc
+            raise _port_refused(port, _("its embedded LMS"), "--lms-port", exc) from exc
 
 
 def _port_refused(port: int, what: str, option: str, exc: OSError) -> DemoCannotStart:
     busy = exc.errno == errno.EADDRINUSE
-    reason = "is already in use (another lmsync demo?)" if busy else f"cannot be used: {exc}"
+    reason = (
+        _("is already in use (another lmsync demo?)")
+        if busy
+        else _("cannot be used: {error}", error=str(exc))
+    )
     return DemoCannotStart(
-        f"the demo cannot start: port {port} on {HOST}, for {what}, {reason}. Nothing was "
-        f"changed. Stop the program that uses it (a demo stops with Ctrl-C), or choose another "
-        f"port with {option}.",
+        _(
+            "the demo cannot start: port {port} on {host}, for {what}, {reason}. Nothing was "
+            "changed. Stop the program that uses it (a demo stops with Ctrl-C), or choose another "
+            "port with {option}.",
+            port=port,
+            host=HOST,
+            what=what,
+            reason=reason,
+            option=option,
+        ),
         EXIT_PORT_IN_USE,
     )
 
@@ -309,16 +321,25 @@ def _lock(data_dir: Path) -> IO[str]:
     except BlockingIOError:
         file.close()
         other = running_demo(data_dir)
-        where = ""
+        message = _(
+            "the demo cannot start: another lmsync demo is running on the data directory "
+            "{directory}. Its database was left alone. Use that demo, stop it (Ctrl-C in its "
+            "terminal), or run this one on another data directory and port, e.g. "
+            "LMSYNC_DATA_DIR=/tmp/lmsync-demo2 lmsync demo --port 8001.",
+            directory=str(data_dir),
+        )
         if other is not None and other.pid is not None:
-            where = f" (process {other.pid}, pages at {other.pages_url})"
-        raise DemoCannotStart(
-            f"the demo cannot start: another lmsync demo is running on the data directory "
-            f"{data_dir}{where}. Its database was left alone. Use that demo, stop it (Ctrl-C in "
-            f"its terminal), or run this one on another data directory and port, e.g. "
-            f"LMSYNC_DATA_DIR=/tmp/lmsync-demo2 lmsync demo --port 8001.",
-            EXIT_ALREADY_RUNNING,
-        ) from None
+            message = _(
+                "the demo cannot start: another lmsync demo is running on the data directory "
+                "{directory} (process {pid}, pages at {url}). Its database was left alone. Use "
+                "that demo, stop it (Ctrl-C in its terminal), or run this one on another data "
+                "directory and port, e.g. LMSYNC_DATA_DIR=/tmp/lmsync-demo2 lmsync demo --port "
+                "8001.",
+                directory=str(data_dir),
+                pid=other.pid,
+                url=other.pages_url,
+            )
+        raise DemoCannotStart(message, EXIT_ALREADY_RUNNING) from None
     return file
 
 

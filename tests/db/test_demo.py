@@ -188,6 +188,19 @@ def test_a_taken_port_stops_the_demo_first(demo_dir: Path, taken_port: int) -> N
     assert _files(demo_dir) == before  # no lock file either: nothing was touched
 
 
+def test_a_taken_port_is_said_in_french_under_a_french_locale(
+    demo_dir: Path, taken_port: int
+) -> None:
+    result = CliRunner().invoke(
+        app, ["demo", "--port", str(taken_port)], env={"LANG": "fr_CA.UTF-8"}
+    )
+    assert result.exit_code == EXIT_PORT_IN_USE
+    assert result.stderr.startswith(
+        f"erreur\u00a0: la démo ne peut pas démarrer\u00a0: le port {taken_port} sur 127.0.0.1, "
+        "pour ses pages et son API, est déjà utilisé (une autre démo lmsync?)."
+    ), result.stderr
+
+
 def test_a_taken_lms_port_stops_the_demo_first(demo_dir: Path, taken_port: int) -> None:
     before = _files(demo_dir)
     port = free_port()
