@@ -112,6 +112,8 @@ def test_a_reserved_portal_header_is_a_field_error(harness: Harness) -> None:
     assert response.json()["errors"] == [
         {
             "field": "options.portal_id_header",
+            "code": "{name} is reserved for HTTP, authentication or proxies: choose another "
+            "header (e.g. {example})",
             "message": "Authorization is reserved for HTTP, authentication or proxies: choose "
             "another header (e.g. X-Portal-Id)",
         }
