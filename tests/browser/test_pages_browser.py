@@ -184,7 +184,7 @@ def test_a_resignation_shows_leaving_on_and_can_be_cancelled(page: Page, site: S
         "note: Resignation withdrawn"
     )
     expect(latest).to_contain_text("mhr_a@example.com")
-    shot(page, "employee-history")
+    shot(page, "employment-history-cancelled")
     assert site.lms.by_email("notice@example.com")[0]["active"] is True
     events = site.api("GET", f"/api/v1/employees/{employee['id']}/events", site.world.mhr_a)
     assert [e["kind"] for e in events.json()][-2:] == ["terminated", "termination_cancelled"]
