@@ -1,6 +1,6 @@
 """Email notifications to HR managers, through a real SMTP server (aiosmtpd) started by the test:
-one email per event, to the account's HR managers only, in the account's language, sent again
-after a failure, never twice."""
+one email per event and language, to the account's HR managers only, each in their language,
+sent again after a failure, never twice."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from lmsync import i18n
+from lmsync.hr import accounts
 from lmsync.i18n import Msg
 from lmsync.notify import notifier as notifier_module
 from lmsync.notify.mail import Mailer
@@ -249,3 +250,34 @@ def test_an_account_in_french_gets_its_alert_email_in_french_in_its_time_zone(
     assert mail["Subject"] != "[lmsync] 42 LMS deactivations wait for your approval (A)"
     assert "approbation" in mail["Subject"]
     assert "Examinez les désactivations" in body
+
+
+def test_each_hr_manager_reads_the_alert_in_their_own_language(
+    engine: Engine,
+    world: World,
+    smtp: SmtpServer,  # noqa: F811
+) -> None:
+    """An English account with a French-speaking HR manager: one event, one email per language,
+    each to the managers who read it; the event is still sent once."""
+    interface(engine, world)
+    with Session(engine) as s, s.begin():
+        account = s.get_one(Account, world.account_a)
+        for email, language in (("marie@example.com", "fr_CA"), ("zed@example.com", None)):
+            user = accounts.create_user(s, email=email, password=None)
+            user.ui_language = language
+            accounts.set_membership(s, user, account, "MHR")
+    run(engine, world, "run-held", "held", NOON - timedelta(minutes=3), counts={"held": 42})
+    notes = notifier(engine, smtp, Clock(NOON))
+
+    assert notes.tick() == 2  # two emails for one event
+    mails = {m["Content-Language"]: m for m in smtp.inbox.wait_for(2)}
+    assert set(mails) == {"en", "fr-CA"}
+    assert mails["fr-CA"]["To"] == "marie@example.com"
+    assert "approbation" in mails["fr-CA"]["Subject"]
+    assert "Examinez les désactivations" in mails["fr-CA"].get_content()
+    assert mails["en"]["To"] == "mhr_a@example.com, zed@example.com"  # the account's language
+    assert mails["en"]["Subject"] == "[lmsync] 42 LMS deactivations wait for your approval (A)"
+    assert notes.tick() == 0
+    with Session(engine) as s:
+        rows = s.scalars(select(Notification).where(Notification.kind == "held")).all()
+    assert [(r.key, r.sent_at is not None) for r in rows] == [("run-held", True)]

@@ -13,9 +13,11 @@ servers never send one event twice. A failed send is tried again (up to ``MAX_AT
 next look that claims the row. Emails hold what the pages show (run messages are made safe by
 the connectors' ``RemoteText``), never a secret.
 
-An email is written in the account's language (``accounts.ui_language``; none: English), its
-dates and times in the account's time zone; stored reasons and run messages are said again in
-that language where the catalogue knows them (``sync.reasons.stored``).
+Each HR manager reads an event in their language: their own choice (``users.ui_language``),
+else the account's (``accounts.ui_language``), else English; the managers who read one language
+get one email together. Dates and times are in the account's time zone; stored reasons and run
+messages are said again in that language where the catalogue knows them
+(``sync.reasons.stored``).
 """
 
 from __future__ import annotations
@@ -92,6 +94,14 @@ class Notice:
     language: i18n.Language = i18n.DEFAULT  # what the subject and the body are written in
 
 
+@dataclass(frozen=True)
+class Letter:
+    """One event said in one language, to the HR managers who read it."""
+
+    notice: Notice
+    recipients: list[str]
+
+
 class Notifier:
     """Looks for events every ``poll_seconds`` (a thread of ``lmsync serve``) and emails them."""
 
@@ -137,23 +147,35 @@ class Notifier:
     def tick(self) -> int:
         """Send what is due now; returns how many emails went out."""
         now = self.clock()
+        events: list[list[Letter]] = []
         with self.sessions() as session:
-            accounts = session.scalars(select(LmsInterface.account_id)).all()
-            notices = [n for account_id in accounts for n in self.notices(session, account_id, now)]
-        sent = 0
-        for notice in notices:
-            if self._send(notice, now):
-                sent += 1
-        return sent
+            for account_id in session.scalars(select(LmsInterface.account_id)).all():
+                events.extend(self._letters(session, account_id, now))
+        return sum(self._send(letters, now) for letters in events)
+
+    def _letters(self, session: Session, account_id: str, now: datetime) -> list[list[Letter]]:
+        """The account's events due now, each as one letter per language its HR managers read."""
+        by_language = self._recipients(session, account_id)
+        events: dict[tuple[str, str], list[Letter]] = {}
+        for language, emails in by_language.items():
+            for notice in self.notices(session, account_id, now, language):
+                events.setdefault((notice.kind, notice.key), []).append(Letter(notice, emails))
+        return list(events.values())
 
     def link(self, path: str) -> str:
         """The page at ``path``, for an email (in the current language without a public URL)."""
         return f"{self.public_url}{path}" if self.public_url else _say(OUTSIDE_LINK, path=path)
 
-    def notices(self, session: Session, account_id: str, now: datetime) -> list[Notice]:
-        """The account's emails due now, written in its language."""
+    def notices(
+        self,
+        session: Session,
+        account_id: str,
+        now: datetime,
+        language: i18n.Language | None = None,
+    ) -> list[Notice]:
+        """The account's emails due now, written in ``language`` (default: the account's)."""
         account = session.get_one(Account, account_id)
-        language = i18n.supported(account.ui_language) or i18n.DEFAULT
+        language = language or i18n.supported(account.ui_language) or i18n.DEFAULT
         with i18n.using(language):
             return self._notices(session, account, now, language)
 
@@ -299,38 +321,52 @@ class Notifier:
                     .returning(Notification.id)
                 ).scalar_one_or_none()
 
-    def _recipients(self, account_id: str) -> list[str]:
-        with self.sessions() as session:
-            return list(
-                session.scalars(
-                    select(User.email)
-                    .join(Membership, Membership.user_id == User.id)
-                    .where(Membership.account_id == account_id, Membership.role == "MHR")
-                    .order_by(User.email)
-                )
-            )
+    @staticmethod
+    def _recipients(session: Session, account_id: str) -> dict[i18n.Language, list[str]]:
+        """The account's HR managers' emails, by the language each reads."""
+        account = session.get_one(Account, account_id)
+        fallback = i18n.supported(account.ui_language) or i18n.DEFAULT
+        out: dict[i18n.Language, list[str]] = {}
+        for email, own in session.execute(
+            select(User.email, User.ui_language)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.account_id == account_id, Membership.role == "MHR")
+            .order_by(User.email)
+        ):
+            out.setdefault(i18n.supported(own) or fallback, []).append(email)
+        return out
 
-    def _send(self, notice: Notice, now: datetime) -> bool:
-        recipients = self._recipients(notice.account_id)
-        if not recipients:
-            return False
-        row_id = self._claim(notice, now)
+    def _send(self, letters: list[Letter], now: datetime) -> int:
+        """Send one event's letters (one per language) once; how many went out. A failure is
+        kept on the event's row and the event tried again later (all its letters)."""
+        if not letters:
+            return 0
+        first = letters[0].notice
+        row_id = self._claim(first, now)
         if row_id is None:
-            return False
-        error: str | None = None
-        try:
-            self.mailer.send(recipients, notice.subject, notice.body, language=notice.language)
-        except Exception as exc:  # any SMTP or network failure: kept, tried again later
-            error = f"{type(exc).__name__}: {str(exc)[:300]}"
-            log.warning("notification not sent", kind=notice.kind, error=error)
+            return 0
+        errors: list[str] = []
+        sent = 0
+        for letter in letters:
+            notice = letter.notice
+            try:
+                self.mailer.send(
+                    letter.recipients, notice.subject, notice.body, language=notice.language
+                )
+                sent += 1
+            except Exception as exc:  # any SMTP or network failure: kept, tried again later
+                errors.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+                log.warning("notification not sent", kind=notice.kind, error=errors[-1])
+        error = "; ".join(errors)[:600] or None
         with self.sessions() as session, session.begin():
             values: dict[str, object] = (
                 {"sent_at": self.clock(), "error": None} if error is None else {"error": error}
             )
             session.execute(update(Notification).where(Notification.id == row_id).values(values))
         if error is None:
-            log.info("notification sent", kind=notice.kind, recipients=len(recipients))
-        return error is None
+            recipients = sum(len(letter.recipients) for letter in letters)
+            log.info("notification sent", kind=first.kind, recipients=recipients, emails=sent)
+        return sent
 
 
 def pending_count(session: Session) -> int:
