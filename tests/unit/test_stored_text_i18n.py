@@ -14,6 +14,7 @@ from lmsync.domain.normalize import NormalizationError, normalize_country, norma
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.i18n import Msg, _
 from lmsync.sync import engine, guard, reasons, rules
+from lmsync.web.pages import field_labels
 
 
 @pytest.mark.parametrize(
@@ -148,3 +149,31 @@ def test_a_normalization_message_keeps_its_value_as_a_parameter() -> None:
     assert isinstance(message, Msg)
     assert message.params == {"value": "Atlantis"}
     assert message.startswith('unknown country "Atlantis";')
+
+
+@pytest.mark.parametrize(
+    ("stored", "english", "french"),
+    [
+        (
+            "changed: job_title, city",
+            "changed: Job title, City",
+            "modifications\xa0: Titre du poste, Ville",
+        ),
+        ("leaving on 2027-01-02", "leaving on Jan 2, 2027", "départ le 2 janv. 2027"),
+        ("up to date", "up to date", "à jour"),
+        (
+            rules.LINKED_ELSEWHERE.format(employee="E-9"),
+            "the LMS user with this email is already linked to employee E-9",
+            "l'utilisateur du SGA qui a ce courriel est déjà associé à l'employé E-9",
+        ),
+        ("HTTP 500 from the LMS", "HTTP 500 from the LMS", "HTTP 500 from the LMS"),
+    ],
+)
+def test_the_pages_say_a_stored_reason_with_labels_and_dates(
+    stored: str, english: str, french: str
+) -> None:
+    """Pages say the fields changed by their labels and a last day as a date; every other stored
+    reason as ``reasons.stored`` says it; an LMS's own text as it came."""
+    assert field_labels.reason(stored) == english
+    with i18n.using("fr_CA"):
+        assert field_labels.reason(stored) == french

@@ -14,8 +14,8 @@ from datetime import date
 from typing import Any
 
 from lmsync import i18n
-from lmsync.i18n import N_, _
-from lmsync.sync import reasons
+from lmsync.i18n import N_, Msg, _
+from lmsync.sync import reasons, rules
 
 # Field -> label: the LMS fields a run writes (sync.mapping) and the HR fields a history shows.
 FIELD_LABELS: dict[str, str] = {
@@ -105,33 +105,10 @@ RESULT_LABELS: dict[str, str] = {
     "excluded": N_("Excluded"),
 }
 
-# The reasons the rules and the engine store (in English), said in the reader's language.
-_REASONS = frozenset(
-    {
-        N_("excluded from the LMS interface"),
-        N_("user synchronization is not enabled for this account"),
-        N_("the LMS interface is not active"),
-        N_("terminated; never created in the LMS"),
-        N_("LMS user synchronization is switched off"),
-        N_("work email required"),
-        N_("duplicate work email in HR"),
-        N_("no LMS user has this email"),
-        N_("matched by email"),
-        N_("terminated; LMS user already deactivated"),
-        N_("terminated; deactivation of LMS users is switched off"),
-        N_("terminated"),
-        N_("active in HR, deactivated in the LMS"),
-        N_("up to date"),
-        N_("decided once the LMS users are read"),
-        N_("LMS user gone; link dropped"),
-        N_("LMS user gone; created again"),
-    }
-)
+# Two stored reasons the pages say better than ``sync.reasons.stored`` can: the fields changed,
+# by their labels, and the last day worked, as a date in the reader's format.
 _CHANGED = re.compile(r"^changed: (?P<fields>[a-z_, ]+)$")
-_SEVERAL = re.compile(r"^several LMS users have this email \((?P<ids>.*)\)$")
-_TAKEN = re.compile(r"^the LMS user with this email is already linked to employee (?P<id>\S+)$")
 _LEAVING = re.compile(r"^leaving on (?P<day>\d{4}-\d{2}-\d{2})$")
-_LOOKUP = re.compile(r"^email lookup failed: (?P<error>.*)$", re.DOTALL)
 
 
 def _say(table: Mapping[str, str], code: str | None) -> str:
@@ -234,25 +211,13 @@ def field_list(names: Iterable[str]) -> str:
 
 
 def reason(text: str | None) -> str:
-    """A stored reason in the reader's language (an LMS's own error text stays as it is)."""
+    """A stored reason or run message in the reader's language (an LMS's own error text stays
+    as it is)."""
     if not text:
         return ""
-    if text in _REASONS:
-        return i18n.gettext(text)
     if found := _CHANGED.match(text):
-        return i18n.text(_("changed: {fields}", fields=field_list(found["fields"].split(","))))
-    if found := _SEVERAL.match(text):
-        return i18n.text(_("several LMS users have this email ({ids})", ids=found["ids"]))
-    if found := _TAKEN.match(text):
-        return i18n.text(
-            _(
-                "the LMS user with this email is already linked to employee {employee}",
-                employee=found["id"],
-            )
-        )
+        return i18n.text(Msg(rules.CHANGED, fields=field_list(found["fields"].split(","))))
     if found := _LEAVING.match(text):
         day = i18n.format_date(date.fromisoformat(found["day"]))
         return i18n.text(_("leaving on {day}", day=day))
-    if found := _LOOKUP.match(text):
-        return i18n.text(_("email lookup failed: {error}", error=found["error"]))
-    return i18n.text(reasons.stored(text))  # a run's message, an engine's reason, or as stored
+    return i18n.text(reasons.stored(text))
