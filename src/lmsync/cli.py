@@ -63,7 +63,7 @@ from lmsync.storage.tables import Account, Employee, Membership, SyncRun
 from lmsync.sync.engine import RunOptions, RunSummary, SyncEngine
 from lmsync.sync.held_back import SWITCH_LABELS
 from lmsync.sync.service import SyncService
-from lmsync.web.pages.field_labels import STATUS_LABELS
+from lmsync.web.pages import field_labels
 
 # The --help texts stay English: Typer builds them when this module is imported, before any
 # command knows the reader's language. What a command says is marked with ``_`` and printed with
@@ -392,12 +392,6 @@ def account_list() -> None:
     )
 
 
-def _status(code: str) -> str:
-    """A run's or an import's status in the command's language (the code when unknown)."""
-    label = STATUS_LABELS.get(code)
-    return i18n.gettext(label) if label is not None else code
-
-
 def _print_table(header: list[str], rows: list[list[str]], *, numeric: set[int]) -> None:
     """Columns padded to their widest cell (numbers on the right), two spaces apart."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -563,7 +557,7 @@ def employees_import(
             _(
                 "import {id} {status}: {message}",
                 id=row.id,
-                status=_status(row.status),
+                status=field_labels.status(row.status),
                 message=row.message,
             )
         )
@@ -935,7 +929,7 @@ def sync(
         engine.dispose()
     verb = i18n.text(_("planned") if dry_run else _("done"))
     typer.echo()
-    _say(_("run {id}: {status}", id=summary.run_id, status=_status(summary.status)))
+    _say(_("run {id}: {status}", id=summary.run_id, status=field_labels.status(summary.status)))
     if summary.message:
         typer.echo(f"  {i18n.text(summary.message)}")
     # The actions are the run's codes (as its counts are stored), in every language.

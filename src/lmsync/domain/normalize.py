@@ -91,11 +91,15 @@ def _required(value: str | None, *, max_length: int) -> str:
     return text
 
 
+def fold(value: str) -> str:
+    """Case- and accent-insensitive form ("Émirats" -> "emirats"), to look up or sort names."""
+    decomposed = unicodedata.normalize("NFKD", value.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
 def _match_key(value: str) -> str:
     """Case-, accent- and punctuation-insensitive form used to look names and codes up."""
-    decomposed = unicodedata.normalize("NFKD", value.casefold())
-    letters = (ch for ch in decomposed if not unicodedata.combining(ch))
-    spaced = "".join(ch if ch.isalnum() else " " for ch in letters)
+    spaced = "".join(ch if ch.isalnum() else " " for ch in fold(value))
     return " ".join(spaced.split())
 
 

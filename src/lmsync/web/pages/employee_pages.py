@@ -4,9 +4,8 @@ rehire), and "Sync this employee now"."""
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC
 from functools import cache
 from typing import Any
 from urllib.parse import urlencode
@@ -29,6 +28,7 @@ from lmsync.domain.employees import (
     TerminationChangeIn,
 )
 from lmsync.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from lmsync.domain.normalize import fold
 from lmsync.hr import employees
 from lmsync.hr.csv_import import pydantic_field_errors
 from lmsync.hr.sessions import BrowserSession
@@ -84,12 +84,6 @@ class Choices:
     languages: list[tuple[str, str]]
 
 
-def _sort_key(name: str) -> str:
-    """Accents aside, as a reader expects a list of names ("Émirats" among the E's)."""
-    decomposed = unicodedata.normalize("NFKD", name)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
 @cache
 def _choices(language: i18n.Language) -> Choices:
     with i18n.using(language):
@@ -103,9 +97,9 @@ def _choices(language: i18n.Language) -> Choices:
         ]
         languages = [(tag, i18n.language_name(tag)) for tag in COMMON_LANGUAGES]
     return Choices(
-        countries=sorted(countries, key=lambda pair: _sort_key(pair[1])),
-        provinces=sorted(provinces, key=lambda pair: _sort_key(pair[1])),
-        languages=sorted(languages, key=lambda pair: _sort_key(pair[1])),
+        countries=sorted(countries, key=lambda pair: fold(pair[1])),
+        provinces=sorted(provinces, key=lambda pair: fold(pair[1])),
+        languages=sorted(languages, key=lambda pair: fold(pair[1])),
     )
 
 
@@ -264,8 +258,8 @@ def _file(
         lms = state.sync.employee_state(session, account_id, employee_id)
         colleagues = _sharing_email(session, employee) if lms.state == "conflict" else []
         timezone = session.get_one(Account, account_id).timezone
-        history = _history(session, account_id, employee_id, timezone)
-        timeline = _timeline(session, account_id, employee_id, timezone) if tab == "history" else []
+        history = _history(session, account_id, employee_id)
+        timeline = _timeline(session, account_id, employee_id, history) if tab == "history" else []
     if values is None:
         values = {name: getattr(employee, name) for name in PROFILE_FIELDS}
     return render(
@@ -309,10 +303,9 @@ _EVENT_LABELS = {
 NO_ACTOR = _("lmsync (import or command line)")
 
 
-def _history(
-    session: Session, account_id: str, employee_id: str, timezone: str
-) -> list[dict[str, Any]]:
-    """The employee's history, newest first: when, what (and its details), and who."""
+def _history(session: Session, account_id: str, employee_id: str) -> list[dict[str, Any]]:
+    """The employee's history, newest first: when (UTC; the page says it in the account's time
+    zone), what (and its details), and who."""
     events = employees.list_events(session, account_id, employee_id)
     actors = {e.actor_user_id for e in events if e.actor_user_id}
     rows = session.execute(select(User.id, User.email).where(User.id.in_(sorted(actors))))
@@ -354,13 +347,11 @@ TIMELINE_LMS_ROWS = 200
 
 
 def _timeline(
-    session: Session, account_id: str, employee_id: str, timezone: str
+    session: Session, account_id: str, employee_id: str, history: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """The HR events and the LMS outcomes of one employee, newest first."""
-    items: list[dict[str, Any]] = [
-        {**event, "source": "hr", "run_id": None}
-        for event in _history(session, account_id, employee_id, timezone)
-    ]
+    """The HR events (``history``, from :func:`_history`) and the LMS outcomes of one employee,
+    newest first."""
+    items: list[dict[str, Any]] = [{**event, "source": "hr", "run_id": None} for event in history]
     outcomes = session.execute(
         select(SyncOutcome, SyncRun.trigger)
         .join(SyncRun, SyncRun.id == SyncOutcome.run_id)
@@ -393,16 +384,6 @@ def _timeline(
     return items
 
 
-def _day(value: Any) -> str:
-    """A date of an event's details (ISO text) in the reader's language."""
-    if not value:
-        return "—"
-    try:
-        return i18n.format_date(date.fromisoformat(str(value)))
-    except ValueError:
-        return str(value)
-
-
 def _event_details(details: dict[str, Any]) -> list[Msg]:
     """What an event's details say, one short phrase each ("last day worked Dec 2, 2026")."""
     if "after" in details:  # a change of termination: before → after
@@ -410,17 +391,17 @@ def _event_details(details: dict[str, Any]) -> list[Msg]:
         return [
             _(
                 "last day worked {before} → {after}",
-                before=_day(before.get("termination_date")),
-                after=_day(after.get("termination_date")),
+                before=field_labels.day(before.get("termination_date")),
+                after=field_labels.day(after.get("termination_date")),
             )
         ]
     parts = []
     if details.get("termination_date"):
-        parts.append(_("last day worked {day}", day=_day(details["termination_date"])))
+        parts.append(_("last day worked {day}", day=field_labels.day(details["termination_date"])))
     if details.get("effective_immediately"):
         parts.append(_("effective immediately"))
     if details.get("hire_date"):
-        parts.append(_("hire date {day}", day=_day(details["hire_date"])))
+        parts.append(_("hire date {day}", day=field_labels.day(details["hire_date"])))
     if details.get("lms_user_id"):
         parts.append(_("LMS user {id}", id=details["lms_user_id"]))
     if details.get("reason"):

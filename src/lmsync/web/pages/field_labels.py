@@ -149,6 +149,17 @@ def results(counts: Mapping[str, int]) -> list[tuple[str, int]]:
     return known + sorted((k, n) for k, n in counts.items() if k not in RESULT_LABELS and n)
 
 
+def day(raw: Any) -> str:
+    """A stored ISO date (or the date of a date-time) as the reader writes a date; "—" for
+    nothing; text that is not a date as it is."""
+    if raw is None or raw == "":
+        return "—"
+    try:
+        return i18n.format_date(date.fromisoformat(str(raw)[:10]))
+    except ValueError:
+        return str(raw)
+
+
 def value(name: str, raw: Any) -> str:
     """A field's value as a person reads it: yes/no, a date, a language or place name; "—" for
     nothing."""
@@ -157,10 +168,7 @@ def value(name: str, raw: Any) -> str:
     if isinstance(raw, bool):
         return i18n.gettext(N_("yes")) if raw else i18n.gettext(N_("no"))
     if name in _DATES and isinstance(raw, str):
-        try:
-            return i18n.format_date(date.fromisoformat(raw[:10]))
-        except ValueError:
-            return raw
+        return day(raw)
     if isinstance(raw, str):
         if name == "language":
             return i18n.language_name(raw)
@@ -218,6 +226,5 @@ def reason(text: str | None) -> str:
     if found := _CHANGED.match(text):
         return i18n.text(Msg(rules.CHANGED, fields=field_list(found["fields"].split(","))))
     if found := _LEAVING.match(text):
-        day = i18n.format_date(date.fromisoformat(found["day"]))
-        return i18n.text(_("leaving on {day}", day=day))
+        return i18n.text(_("leaving on {day}", day=day(found["day"])))
     return i18n.text(reasons.stored(text))
