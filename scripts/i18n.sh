@@ -10,7 +10,7 @@ source scripts/lib.sh
 ensure_venv dev
 pot=src/lmsync/locale/messages.pot
 .venv/bin/pybabel extract -F babel.cfg --sort-by-file --add-location=file \
-    --project=lmsync --copyright-holder="lmsync contributors" --width=100 -o "$pot" src/lmsync
+    --project=lmsync --copyright-holder="lmsync contributors" --width=100 -k _n:1,2 -o "$pot" src/lmsync
 for lang in fr_CA; do
     if [ -f "src/lmsync/locale/$lang/LC_MESSAGES/messages.po" ]; then
         .venv/bin/pybabel update -i "$pot" -d src/lmsync/locale -l "$lang" --no-fuzzy-matching --width=100 \

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo
 
 import pycountry
@@ -58,7 +58,7 @@ class Msg(str):
     template: str
     params: Mapping[str, Any]
 
-    def __new__(cls, template: str, /, **params: Any) -> Msg:
+    def __new__(cls, template: str, /, **params: Any) -> Self:
         text = template.format(**params) if params else template
         obj = super().__new__(cls, text)
         obj.template = template
@@ -78,9 +78,40 @@ def _rebuild(template: str, params: dict[str, Any]) -> Msg:
     return Msg(template, **params)
 
 
+class PluralMsg(Msg):
+    """A message whose words follow a count ``n``: English's singular (n == 1) or plural as a
+    ``str``; :func:`localize` takes the reader's language's form (French says "0 employé")."""
+
+    plural: str
+    n: int
+
+    def __new__(cls, singular: str, plural: str, n: int, /, **params: Any) -> Self:
+        obj = super().__new__(cls, singular if n == 1 else plural, **params)
+        obj.template = singular  # the catalogue's msgid, and the message's code
+        obj.plural = plural
+        obj.n = n
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_plural, (self.template, self.plural, self.n, dict(self.params)))
+
+    @property
+    def english(self) -> str:
+        return self.template if self.n == 1 else self.plural
+
+
+def _rebuild_plural(singular: str, plural: str, n: int, params: dict[str, Any]) -> PluralMsg:
+    return PluralMsg(singular, plural, n, **params)
+
+
 def _(template: str, /, **params: Any) -> Msg:
     """Mark ``template`` for translation (Babel extracts the calls to ``_``)."""
     return Msg(template, **params)
+
+
+def _n(singular: str, plural: str, n: int, /, **params: Any) -> PluralMsg:
+    """Mark a message with a singular and a plural (Babel's keyword ``_n:1,2``)."""
+    return PluralMsg(singular, plural, n, **params)
 
 
 def N_(template: str, /) -> str:  # noqa: N802 - the gettext convention
@@ -214,14 +245,17 @@ def localize(value: Any) -> Any:
     """A Msg said in the current language; any other value unchanged."""
     if not isinstance(value, Msg):
         return value
-    template = gettext(value.template)
+    if isinstance(value, PluralMsg):
+        template, english = ngettext(value.template, value.plural, value.n), value.english
+    else:
+        template, english = gettext(value.template), value.template
     if not value.params:
         return template
     params = {k: localize(v) for k, v in value.params.items()}
     try:
         return template.format(**params)
     except (KeyError, IndexError, ValueError):  # a broken translation: say it in English
-        return value.template.format(**params)
+        return english.format(**params)
 
 
 def text(value: Any) -> str:

@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from babel.messages.extract import extract_from_dir
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 from jinja2 import Environment
@@ -40,8 +40,9 @@ def _extracted() -> dict[str, set[str]]:
     with (ROOT / "babel.cfg").open() as fh:
         method_map, options_map = parse_mapping_cfg(fh)  # type: ignore[no-untyped-call]
     found: dict[str, set[str]] = {}
+    keywords = {**DEFAULT_KEYWORDS, "_n": (1, 2)}  # as scripts/i18n.sh extracts
     for filename, _lineno, message, _comments, _context in extract_from_dir(
-        str(ROOT / "src" / "lmsync"), method_map, options_map
+        str(ROOT / "src" / "lmsync"), method_map, options_map, keywords=keywords
     ):
         msgid = message[0] if isinstance(message, tuple) else message  # a plural's key
         if msgid:

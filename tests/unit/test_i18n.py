@@ -139,3 +139,29 @@ def test_a_moment_is_shown_in_the_account_time_zone() -> None:
         naive_utc = moment.replace(tzinfo=None)
         assert "10:00" in i18n.format_datetime(naive_utc, "America/Toronto")
         assert "3:00" in i18n.format_datetime(naive_utc, "Not/AZone")  # unknown zone: UTC
+
+
+@pytest.mark.parametrize(
+    ("n", "english", "french"),
+    [
+        (0, "0 employees cannot be synchronized", "0 employé ne peut pas"),  # French: 0 is one
+        (1, "1 employee cannot be synchronized", "1 employé ne peut pas"),
+        (2, "2 employees cannot be synchronized", "2 employés ne peuvent pas"),
+    ],
+)
+def test_a_plural_message_takes_the_form_of_the_reader_language(
+    n: int, english: str, french: str
+) -> None:
+    singular = (
+        "{count} employee cannot be synchronized until someone settles a conflict (a shared "
+        "email, or an LMS user that matches several people)."
+    )
+    plural = singular.replace("employee cannot", "employees cannot")
+    message = i18n._n(singular, plural, n, count=n)
+    assert message.startswith(english)  # the English text is the str itself
+    assert message.code == singular
+    copied = pickle.loads(pickle.dumps(message))  # noqa: S301 - our own value
+    assert copied == message
+    with i18n.using("fr_CA"):
+        assert i18n.text(message).startswith(french)
+        assert i18n.text(copied).startswith(french)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from lmsync import i18n
 from lmsync.hr.employees import status_condition
-from lmsync.i18n import _
+from lmsync.i18n import _, _n
 from lmsync.storage.tables import (
     Account,
     Employee,
@@ -197,20 +197,15 @@ def _alerts(
     for run in held[:3]:
         count = run.counts.get("held", 0)
         when = _moment(run.started_at, tz)
-        if count == 1:
-            message = _(
-                "{count} deactivation of LMS users waits for approval (the deactivation guard "
-                "held a run started {when}).",
-                count=i18n.format_number(count),
-                when=when,
-            )
-        else:
-            message = _(
-                "{count} deactivations of LMS users wait for approval (the deactivation guard "
-                "held a run started {when}).",
-                count=i18n.format_number(count),
-                when=when,
-            )
+        message = _n(
+            "{count} deactivation of LMS users waits for approval (the deactivation guard "
+            "held a run started {when}).",
+            "{count} deactivations of LMS users wait for approval (the deactivation guard "
+            "held a run started {when}).",
+            count,
+            count=i18n.format_number(count),
+            when=when,
+        )
         out.append(Alert("held", message, _("Review and approve or reject"), f"/sync/{run.id}"))
     if state is not None and state.down and state.failing_since is not None:
         out.append(
@@ -234,18 +229,14 @@ def _alerts(
         or 0
     )
     if conflicts:
-        if conflicts == 1:
-            message = _(
-                "{count} employee cannot be synchronized until someone settles a conflict (a "
-                "shared email, or an LMS user that matches several people).",
-                count=i18n.format_number(conflicts),
-            )
-        else:
-            message = _(
-                "{count} employees cannot be synchronized until someone settles a conflict (a "
-                "shared email, or an LMS user that matches several people).",
-                count=i18n.format_number(conflicts),
-            )
+        message = _n(
+            "{count} employee cannot be synchronized until someone settles a conflict (a "
+            "shared email, or an LMS user that matches several people).",
+            "{count} employees cannot be synchronized until someone settles a conflict (a "
+            "shared email, or an LMS user that matches several people).",
+            conflicts,
+            count=i18n.format_number(conflicts),
+        )
         out.append(
             Alert(
                 "conflicts",
